@@ -1,0 +1,166 @@
+"""The ``nnunet-mtl`` command line.
+
+Every subcommand turns bad input into one line on stderr (``nnunet-mtl: error: <path>: <problem>``) and
+exit code 2; ``--debug`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from nnunet_mtl import __version__
+from nnunet_mtl.errors import InputError
+
+
+def _int_list(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def _progress(iterable, total: int | None = None, desc: str | None = None):
+    from tqdm import tqdm
+
+    return tqdm(iterable, total=total, desc=desc, unit="case", file=sys.stderr, disable=None)
+
+
+# ------------------------------------------------------------------------------------------ commands
+
+
+def cmd_phantom(args: argparse.Namespace) -> int:
+    from nnunet_mtl.data.phantom import PhantomSpec, generate_phantom
+
+    spec = PhantomSpec(
+        seed=args.seed, train=args.train, validation=args.validation, test=args.test, shape=args.shape
+    )
+    start = time.perf_counter()
+    out = generate_phantom(
+        args.out_dir, spec, overwrite=args.overwrite, progress=lambda cases: _progress(cases, desc="phantom")
+    )
+    total = sum(spec.train) + sum(spec.validation) + spec.test
+    print(f"wrote {total} phantom cases to {out} in {time.perf_counter() - start:.1f} s")
+    return 0
+
+
+def cmd_prepare(args: argparse.Namespace) -> int:
+    from nnunet_mtl.paths import ensure_nnunet_env
+
+    folders = ensure_nnunet_env()
+    from nnunet_mtl.data.prepare import prepare_dataset
+
+    start = time.perf_counter()
+    prepared = prepare_dataset(
+        args.data_dir, args.dataset_id, folders.raw, folders.preprocessed, name=args.name, progress=_progress
+    )
+    print(
+        f"wrote {prepared.folder} ({prepared.num_training} training + {prepared.num_test} test cases, "
+        f"fold 0 = original train/validation split) in {time.perf_counter() - start:.1f} s"
+    )
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from nnunet_mtl.evaluation.evaluate import evaluate_folder
+    from nnunet_mtl.evaluation.outputs import format_stdout_table, write_evaluation
+    from nnunet_mtl.io import check_writable_dir
+
+    out_dir = args.out or Path(args.pred) / "evaluation"
+    evaluation = evaluate_folder(args.pred, args.truth, args.labels)
+    check_writable_dir(out_dir)
+    written = write_evaluation(evaluation, out_dir)
+    print(format_stdout_table(evaluation))
+    print(f"wrote {', '.join(str(p) for p in written)}")
+    return 0
+
+
+# ------------------------------------------------------------------------------------------ parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="nnunet-mtl",
+        description="Multitask nnU-Net v2 for 3D CT pancreas: segmentation and lesion subtype in one pass.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("phantom", help="write a synthetic CT phantom in the assignment layout")
+    p.add_argument("out_dir", type=Path, metavar="OUT_DIR")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--train",
+        type=_int_list,
+        default=(10, 14, 12),
+        metavar="A,B,C",
+        help="training cases per subtype (default 10,14,12)",
+    )
+    p.add_argument(
+        "--validation",
+        type=_int_list,
+        default=(4, 4, 4),
+        metavar="A,B,C",
+        help="validation cases per subtype (default 4,4,4)",
+    )
+    p.add_argument("--test", type=int, default=12, metavar="N", help="test cases (default 12)")
+    p.add_argument(
+        "--shape",
+        type=_int_list,
+        default=(48, 64, 64),
+        metavar="Z,Y,X",
+        help="median volume size in voxels; each case varies by up to 15%% (default 48,64,64)",
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace a non-empty OUT_DIR")
+    p.set_defaults(func=cmd_phantom)
+
+    p = sub.add_parser("prepare", help="convert the assignment layout into an nnU-Net v2 raw dataset")
+    p.add_argument("data_dir", type=Path, metavar="DATA_DIR")
+    p.add_argument("--dataset-id", type=int, required=True, metavar="N")
+    p.add_argument("--name", default="PancreasMTL", help="dataset name (default PancreasMTL)")
+    p.set_defaults(func=cmd_prepare)
+
+    p = sub.add_parser("evaluate", help="whole-volume Dice and subtype metrics of a prediction folder")
+    p.add_argument(
+        "--pred",
+        type=Path,
+        required=True,
+        metavar="DIR",
+        help="predicted masks <case>.nii.gz and subtype_results.csv",
+    )
+    p.add_argument(
+        "--truth",
+        type=Path,
+        required=True,
+        metavar="DIR",
+        help="truth masks: a split folder with subtypeK/ folders, or a flat folder of masks",
+    )
+    p.add_argument("--labels", type=Path, metavar="CSV", help="truth subtypes (Names,Subtype)")
+    p.add_argument("--out", type=Path, metavar="DIR", help="output folder (default PRED/evaluation)")
+    p.set_defaults(func=cmd_evaluate)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return func(args)
+    except InputError as err:
+        if args.debug:
+            traceback.print_exc()
+        print(f"nnunet-mtl: error: {err}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        print("nnunet-mtl: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

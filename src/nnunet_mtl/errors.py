@@ -1,0 +1,19 @@
+"""Errors that the CLI turns into a one-line message and exit code 2."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class InputError(Exception):
+    """Bad user input: a file or folder that cannot be used as given.
+
+    The message is one line that names the offending path and the problem.
+    """
+
+    exit_code = 2
+
+    def __init__(self, path: str | Path | None, problem: str):
+        self.path = None if path is None else Path(path)
+        self.problem = " ".join(str(problem).split())  # always one line
+        super().__init__(self.problem if path is None else f"{path}: {self.problem}")

@@ -1,0 +1,1 @@
+"""Evaluation: whole-volume region Dice and case-level subtype metrics."""

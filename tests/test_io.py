@@ -1,0 +1,93 @@
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from nnunet_mtl.errors import InputError
+from nnunet_mtl.io import Geometry, atomic_path, read_volume, staged_directory, write_image_atomic
+
+
+def _image(shape=(4, 5, 6), spacing=(0.8, 0.8, 2.0), origin=(1.0, 2.0, 3.0)) -> sitk.Image:
+    image = sitk.GetImageFromArray(np.zeros(shape, np.int16))
+    image.SetSpacing(spacing)
+    image.SetOrigin(origin)
+    return image
+
+
+def test_geometry_mismatch_names_the_difference():
+    base = Geometry.of(_image())
+    assert base.mismatch(Geometry.of(_image())) is None
+    assert "shape" in base.mismatch(Geometry.of(_image(shape=(4, 5, 7))))
+    assert "spacing" in base.mismatch(Geometry.of(_image(spacing=(0.8, 0.8, 2.5))))
+    assert "origin" in base.mismatch(Geometry.of(_image(origin=(1.0, 2.0, 4.0))))
+    flipped = _image()
+    flipped.SetDirection((-1, 0, 0, 0, 1, 0, 0, 0, 1))
+    assert "direction" in base.mismatch(Geometry.of(flipped))
+    # float32 round-off in the NIfTI header is not a mismatch
+    assert base.mismatch(Geometry.of(_image(spacing=(0.8 + 1e-7, 0.8, 2.0)))) is None
+
+
+def test_write_image_atomic_round_trips_geometry(tmp_path):
+    image = _image()
+    image.SetDirection((0, 1, 0, 1, 0, 0, 0, 0, -1))
+    write_image_atomic(image, tmp_path / "x.nii.gz")
+    assert Geometry.of(read_volume(tmp_path / "x.nii.gz")).mismatch(Geometry.of(image)) is None
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.nii.gz"]
+
+
+def test_atomic_path_leaves_nothing_on_error(tmp_path):
+    (tmp_path / "keep.txt").write_text("old")
+    with pytest.raises(RuntimeError), atomic_path(tmp_path / "keep.txt") as tmp:
+        tmp.write_text("half")
+        raise RuntimeError
+    assert [p.name for p in tmp_path.iterdir()] == ["keep.txt"]
+    assert (tmp_path / "keep.txt").read_text() == "old"
+
+
+def test_staged_directory_replaces_whole_or_not_at_all(tmp_path):
+    final = tmp_path / "out"
+    final.mkdir()
+    (final / "old.txt").write_text("old")
+    with pytest.raises(RuntimeError), staged_directory(final) as stage:
+        (stage / "new.txt").write_text("new")
+        raise RuntimeError
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
+    assert [p.name for p in final.iterdir()] == ["old.txt"]
+    with staged_directory(final) as stage:
+        (stage / "new.txt").write_text("new")
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
+    assert [p.name for p in final.iterdir()] == ["new.txt"]
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        (b"", "empty file"),
+        (b"this is not an image", "not gzip-compressed"),
+        (None, "corrupt or truncated"),
+    ],
+)
+def test_read_volume_explains_unreadable_files(tmp_path, content, problem):
+    path = tmp_path / "bad.nii.gz"
+    if content is None:
+        write_image_atomic(_image(), path)
+        content = path.read_bytes()[: len(path.read_bytes()) // 2]
+    path.write_bytes(content)
+    with pytest.raises(InputError, match=problem) as info:
+        read_volume(path)
+    assert info.value.path == path
+
+
+def test_read_volume_refuses_2d_and_4d(tmp_path):
+    sitk.WriteImage(sitk.GetImageFromArray(np.zeros((5, 6), np.int16)), str(tmp_path / "a.nii.gz"))
+    with pytest.raises(InputError, match="2D"):
+        read_volume(tmp_path / "a.nii.gz")
+    sitk.WriteImage(sitk.JoinSeries([_image(), _image()]), str(tmp_path / "b.nii.gz"))
+    with pytest.raises(InputError, match="4D"):
+        read_volume(tmp_path / "b.nii.gz")
+
+
+def test_read_volume_missing_file(tmp_path):
+    with pytest.raises(InputError, match="not found"):
+        read_volume(Path(tmp_path / "nope.nii.gz"))
