@@ -31,9 +31,7 @@ def small_phantom(tmp_path_factory) -> Path:
     from nnunet_mtl.data.phantom import PhantomSpec, generate_phantom
 
     out = tmp_path_factory.mktemp("phantom") / "data"
-    return generate_phantom(
-        out, PhantomSpec(seed=7, train=(2, 2, 2), validation=(1, 1, 1), test=3, shape=SMALL_SHAPE)
-    )
+    return generate_phantom(out, PhantomSpec(seed=7, train=(2, 2, 2), validation=(1, 1, 1), test=3, shape=SMALL_SHAPE))
 
 
 @pytest.fixture

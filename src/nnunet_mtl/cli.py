@@ -36,9 +36,7 @@ def _progress(iterable, total: int | None = None, desc: str | None = None):
 def cmd_phantom(args: argparse.Namespace) -> int:
     from nnunet_mtl.data.phantom import PhantomSpec, generate_phantom
 
-    spec = PhantomSpec(
-        seed=args.seed, train=args.train, validation=args.validation, test=args.test, shape=args.shape
-    )
+    spec = PhantomSpec(seed=args.seed, train=args.train, validation=args.validation, test=args.test, shape=args.shape)
     start = time.perf_counter()
     out = generate_phantom(
         args.out_dir, spec, overwrite=args.overwrite, progress=lambda cases: _progress(cases, desc="phantom")
@@ -76,6 +74,43 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     written = write_evaluation(evaluation, out_dir)
     print(format_stdout_table(evaluation))
     print(f"wrote {', '.join(str(p) for p in written)}")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from nnunet_mtl.paths import ensure_nnunet_env
+
+    ensure_nnunet_env()
+    from nnunet_mtl.training.run import train
+
+    start = time.perf_counter()
+    folder = train(
+        args.dataset_id,
+        fold=args.fold,
+        preset=args.preset,
+        device=args.device,
+        continue_training=args.continue_training,
+        num_gpus=args.num_gpus,
+        num_processes=args.num_processes,
+    )
+    print(f"trained {args.preset} fold {args.fold} in {time.perf_counter() - start:.0f} s: {folder}")
+    return 0
+
+
+def cmd_trainer_path(args: argparse.Namespace) -> int:
+    from nnunet_mtl.training.run import trainer_folder
+
+    print(trainer_folder())
+    return 0
+
+
+def cmd_export_seg(args: argparse.Namespace) -> int:
+    from nnunet_mtl.model.export import export_segmentation_model
+
+    out = export_segmentation_model(
+        args.model_dir, args.out, folds=args.folds, checkpoint_name=f"checkpoint_{args.checkpoint}.pth"
+    )
+    print(f"wrote the segmentation-only model to {out} (trainer nnUNetTrainer)")
     return 0
 
 
@@ -143,6 +178,39 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--labels", type=Path, metavar="CSV", help="truth subtypes (Names,Subtype)")
     p.add_argument("--out", type=Path, metavar="DIR", help="output folder (default PRED/evaluation)")
     p.set_defaults(func=cmd_evaluate)
+
+    from nnunet_mtl.config import PRESETS
+
+    p = sub.add_parser("train", help="plan/preprocess where missing, then train the multitask nnU-Net")
+    p.add_argument("--dataset-id", type=int, required=True, metavar="N")
+    p.add_argument("--fold", type=int, default=0, help="fold 0 is the original train/validation split")
+    p.add_argument(
+        "--preset",
+        choices=list(PRESETS),
+        default="tiny",
+        help="tiny: reduced plan and short schedule for CPUs; default: nnU-Net's plan and schedule; "
+        "resenc-m: nnU-Net's ResEnc-M plan (default tiny)",
+    )
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    p.add_argument("--num-gpus", type=int, default=1, help="> 1: nnU-Net's DDP on that many GPUs")
+    p.add_argument(
+        "--continue",
+        dest="continue_training",
+        action="store_true",
+        help="resume from the latest checkpoint (phase, class weights, best metric, early stopping)",
+    )
+    p.add_argument("--num-processes", type=int, default=2, help="processes for nnU-Net's preprocessing")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("trainer-path", help="print the folder to put in nnUNet_extTrainer")
+    p.set_defaults(func=cmd_trainer_path)
+
+    p = sub.add_parser("export-seg", help="export the segmentation part as a stock nnU-Net model folder")
+    p.add_argument("--model-dir", type=Path, required=True, metavar="DIR")
+    p.add_argument("--out", type=Path, required=True, metavar="DIR")
+    p.add_argument("--folds", type=int, nargs="+", default=[0])
+    p.add_argument("--checkpoint", choices=["best", "final"], default="best")
+    p.set_defaults(func=cmd_export_seg)
     return parser
 
 

@@ -145,9 +145,7 @@ def _damage(kind, data):
         _rewrite(mask, lambda m: m[1:, :, :])
         return mask, "shape"
     if kind == "label 3":
-        _rewrite(
-            mask, lambda m: _with_array(m, np.where(sitk.GetArrayFromImage(m) > 1.5, 3, 0).astype(np.uint8))
-        )
+        _rewrite(mask, lambda m: _with_array(m, np.where(sitk.GetArrayFromImage(m) > 1.5, 3, 0).astype(np.uint8)))
         return mask, "label 3"
     if kind == "non-integer label":
         _rewrite(mask, lambda m: _with_array(m, sitk.GetArrayFromImage(m).astype(np.float32) * 0.75))
@@ -173,9 +171,7 @@ def _damage(kind, data):
             image,
             lambda i: _with_array(
                 i,
-                np.where(sitk.GetArrayFromImage(i) > 100, np.nan, sitk.GetArrayFromImage(i)).astype(
-                    np.float32
-                ),
+                np.where(sitk.GetArrayFromImage(i) > 100, np.nan, sitk.GetArrayFromImage(i)).astype(np.float32),
             ),
         )
         return image, "NaN"

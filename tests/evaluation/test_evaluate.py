@@ -66,9 +66,7 @@ def scored(phantom_copy, tmp_path):
     for k, case in enumerate(cases):
         truth = _labels(case.mask)
         _write(truth, case.mask, ref_dir / f"{case.name}.nii.gz")
-        _write(
-            _imperfect(truth, k) if case is not empty else truth, case.mask, pred_dir / f"{case.name}.nii.gz"
-        )
+        _write(_imperfect(truth, k) if case is not empty else truth, case.mask, pred_dir / f"{case.name}.nii.gz")
         true.append(case.subtype)
         predicted.append(case.subtype if k % 3 else (case.subtype + 1) % 3)
     _write_csv(pred_dir / "subtype_results.csv", [(f"{c.name}.nii.gz", p) for c, p in zip(cases, predicted)])
@@ -84,10 +82,7 @@ def test_region_dice_equals_nnunet_folder_evaluation(scored, tmp_path):
         for mask in (data_dir / split).rglob("quiz_*.nii.gz"):
             if not mask.name.endswith("_0000.nii.gz"):
                 (truth_dir / mask.name).write_bytes(mask.read_bytes())
-    assert (
-        main(["evaluate", "--pred", str(pred_dir), "--truth", str(truth_dir), "--out", str(tmp_path / "ev")])
-        == 0
-    )
+    assert main(["evaluate", "--pred", str(pred_dir), "--truth", str(truth_dir), "--out", str(tmp_path / "ev")]) == 0
     ours = json.loads((tmp_path / "ev" / "metrics.json").read_text())
 
     from nnunetv2.evaluation.evaluate_predictions import compute_metrics_on_folder
@@ -105,9 +100,7 @@ def test_region_dice_equals_nnunet_folder_evaluation(scored, tmp_path):
                 assert per_case[name][key] is None
             else:
                 assert per_case[name][key] == pytest.approx(expected, abs=1e-12)
-    assert ours["segmentation"]["whole_pancreas"]["mean_dice"] == pytest.approx(
-        theirs["mean"][(1, 2)]["Dice"]
-    )
+    assert ours["segmentation"]["whole_pancreas"]["mean_dice"] == pytest.approx(theirs["mean"][(1, 2)]["Dice"])
     assert ours["segmentation"]["lesion"]["mean_dice"] == pytest.approx(theirs["mean"][(2,)]["Dice"])
     assert ours["segmentation"]["lesion"]["n_both_empty"] == 1
     # the flaws are real: not a perfect score

@@ -87,16 +87,12 @@ def scan_subtype_folder(folder: Path, subtype: int) -> list[Case]:
             masks[stem] = path
     for name in sorted(set(images) | set(masks)):
         if name not in images:
-            raise InputError(
-                masks[name], f"mask has no image (expected {name}{CHANNEL_SUFFIX}{NIFTI_SUFFIX})"
-            )
+            raise InputError(masks[name], f"mask has no image (expected {name}{CHANNEL_SUFFIX}{NIFTI_SUFFIX})")
         if name not in masks:
             raise InputError(images[name], f"image has no mask (expected {name}{NIFTI_SUFFIX})")
         named = _SUBTYPE_IN_NAME.match(name)
         if named and int(named.group(1)) != subtype:
-            raise InputError(
-                masks[name], f"name says subtype {named.group(1)} but it lies in subtype{subtype}/"
-            )
+            raise InputError(masks[name], f"name says subtype {named.group(1)} but it lies in subtype{subtype}/")
     return [Case(name, images[name], masks[name], subtype) for name in sorted(images)]
 
 

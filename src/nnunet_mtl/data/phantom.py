@@ -53,9 +53,7 @@ class PhantomSpec:
         if self.test < 0:
             raise InputError(None, f"--test must be >= 0, got {self.test}")
         if len(self.shape) != 3 or min(self.shape) < 16:
-            raise InputError(
-                None, f"--shape needs three sizes (z,y,x) of at least 16 voxels, got {self.shape}"
-            )
+            raise InputError(None, f"--shape needs three sizes (z,y,x) of at least 16 voxels, got {self.shape}")
 
 
 @dataclass
@@ -104,9 +102,7 @@ def synthesize_case(rng: np.random.Generator, shape: Sequence[int], subtype: int
             air = inside & (yy < centre[1] - 0.4 * radii[1])
             image[air] = -850
     # left kidney, posterior-left corner
-    kidney = ((yy - 0.42 * extent[1]) / (0.2 * extent[1])) ** 2 + (
-        (xx - 0.4 * extent[2]) / (0.14 * extent[2])
-    ) ** 2 < 1
+    kidney = ((yy - 0.42 * extent[1]) / (0.2 * extent[1])) ** 2 + ((xx - 0.4 * extent[2]) / (0.14 * extent[2])) ** 2 < 1
     image[kidney] = 150 * enhancement
     # vertebral body behind everything, partly in the field of view
     spine_x = rng.uniform(-0.15, 0.05) * extent[2]
@@ -114,9 +110,7 @@ def synthesize_case(rng: np.random.Generator, shape: Sequence[int], subtype: int
     spine = _cylinder_z(yy, xx, half_y + 0.45 * spine_r, spine_x, spine_r)
     image[spine] = 250
     image[spine & ~_cylinder_z(yy, xx, half_y + 0.45 * spine_r, spine_x, spine_r - 1.5)] = 700
-    aorta = _cylinder_z(
-        yy, xx, 0.28 * extent[1], spine_x + 0.18 * extent[2], 0.07 * min(extent[1], extent[2])
-    )
+    aorta = _cylinder_z(yy, xx, 0.28 * extent[1], spine_x + 0.18 * extent[2], 0.07 * min(extent[1], extent[2]))
     image[aorta] = rng.uniform(180, 240) * enhancement
 
     # pancreas centreline: a curved tube running head (t=0) to tail (t=1)
@@ -125,8 +119,7 @@ def synthesize_case(rng: np.random.Generator, shape: Sequence[int], subtype: int
     centre_line = np.stack(
         [
             rng.uniform(-0.25, 0.25) * (t - 0.5) * extent[0] + rng.uniform(-0.05, 0.05) * extent[0],
-            (bend * ((t - 0.5) ** 2 - 1 / 12) + 0.04 * np.sin(2 * np.pi * t * rng.uniform(0.8, 1.6)))
-            * extent[1]
+            (bend * ((t - 0.5) ** 2 - 1 / 12) + 0.04 * np.sin(2 * np.pi * t * rng.uniform(0.8, 1.6))) * extent[1]
             + rng.uniform(-0.06, 0.06) * extent[1],
             (t - 0.5) * 0.85 * extent[2],
         ],
@@ -149,21 +142,15 @@ def synthesize_case(rng: np.random.Generator, shape: Sequence[int], subtype: int
     offset = np.zeros_like(centre_line)
     offset[:, 1] = radius * 1.05 + 1.5
     vein_radius = 0.035 * min(extent[1], extent[2]) * z_stretch
-    splenic = cKDTree((centre_line + offset)[t > 0.35] * squash).query(
-        points, distance_upper_bound=vein_radius
-    )[0]
+    splenic = cKDTree((centre_line + offset)[t > 0.35] * squash).query(points, distance_upper_bound=vein_radius)[0]
     image[splenic.reshape(size) < vein_radius] = vein_hu
     neck = centre_line[int(0.3 * len(t))]
-    image[_cylinder_z(yy, xx, neck[1] + radius[0] * 0.9, neck[2], 0.055 * min(extent[1], extent[2]))] = (
-        vein_hu
-    )
+    image[_cylinder_z(yy, xx, neck[1] + radius[0] * 0.9, neck[2], 0.055 * min(extent[1], extent[2]))] = vein_hu
 
     pancreas_hu = rng.uniform(85, 125) * enhancement
     image[gland] = (pancreas_hu + 9 * _smooth_noise(rng, size, (0.6, 1.2, 1.2)))[gland]
 
-    lesion, lesion_image = _lesion(
-        rng, subtype, zz, yy, xx, centre_line, radius, z_stretch, pancreas_hu, size
-    )
+    lesion, lesion_image = _lesion(rng, subtype, zz, yy, xx, centre_line, radius, z_stretch, pancreas_hu, size)
     image = np.where(lesion > 0, lesion * lesion_image + (1 - lesion) * image, image)
     labels = np.zeros(size, dtype=np.uint8)
     labels[gland] = PANCREAS
@@ -190,9 +177,7 @@ def _lesion(rng, subtype, zz, yy, xx, centre_line, radius, z_stretch, pancreas_h
     shift = rng.uniform(-0.2, 0.2, 3) * local * np.array([z_stretch, 1, 1])
     centre = centre_line[index] + shift
     rho = np.sqrt(
-        ((zz - centre[0]) / semi[0]) ** 2
-        + ((yy - centre[1]) / semi[1]) ** 2
-        + ((xx - centre[2]) / semi[2]) ** 2
+        ((zz - centre[0]) / semi[0]) ** 2 + ((yy - centre[1]) / semi[1]) ** 2 + ((xx - centre[2]) / semi[2]) ** 2
     )
     rho = rho * (1 + irregularity * _smooth_noise(rng, size, (1, 2, 2)))
     membership = np.clip((1 - rho) / edge + 0.5, 0, 1).astype(np.float32)
@@ -224,9 +209,7 @@ def _mask_array(case: PhantomCase, rng: np.random.Generator) -> np.ndarray:
     return case.labels
 
 
-def _write_case(
-    case: PhantomCase, rng: np.random.Generator, image_path: Path, mask_path: Path | None
-) -> None:
+def _write_case(case: PhantomCase, rng: np.random.Generator, image_path: Path, mask_path: Path | None) -> None:
     sitk.WriteImage(_to_sitk(case.image, case), str(image_path), useCompression=True)
     if mask_path is not None:
         sitk.WriteImage(_to_sitk(_mask_array(case, rng), case), str(mask_path), useCompression=True)

@@ -88,9 +88,7 @@ def _write_dataset(stage: Path, data: AssignmentData, name: str, progress: Calla
     for checked in progress(_checked(data.labelled), total=len(data.labelled), desc="check+copy train/val"):
         case = checked.case
         shutil.copyfile(case.image, stage / "imagesTr" / f"{case.name}{CHANNEL_SUFFIX}{NIFTI_SUFFIX}")
-        sitk.WriteImage(
-            checked.labels, str(stage / "labelsTr" / f"{case.name}{NIFTI_SUFFIX}"), useCompression=True
-        )
+        sitk.WriteImage(checked.labels, str(stage / "labelsTr" / f"{case.name}{NIFTI_SUFFIX}"), useCompression=True)
     if data.test:
         (stage / "imagesTs").mkdir()
         for checked in progress(_checked(data.test), total=len(data.test), desc="check+copy test"):

@@ -39,9 +39,7 @@ def read_subtype_csv(path: Path) -> dict[str, int]:
         reader = csv.reader(handle)
         header = next(reader, None)
         if header is None or [h.strip() for h in header] != HEADER:
-            raise InputError(
-                path, f"header must be exactly {','.join(HEADER)}, got {','.join(header or [])!r}"
-            )
+            raise InputError(path, f"header must be exactly {','.join(HEADER)}, got {','.join(header or [])!r}")
         result: dict[str, int] = {}
         for line, row in enumerate(reader, start=2):
             if not row or all(not cell.strip() for cell in row):

@@ -11,6 +11,7 @@ its truth, is an error: nothing is resampled or skipped silently.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -98,9 +99,7 @@ def find_truth(truth_dir: Path) -> list[TruthCase]:
     return [TruthCase(p.name[: -len(NIFTI_SUFFIX)], p, None) for p in masks]
 
 
-def _truth_subtypes(
-    truth: list[TruthCase], truth_dir: Path, labels_csv: Path | None
-) -> dict[str, int] | None:
+def _truth_subtypes(truth: list[TruthCase], truth_dir: Path, labels_csv: Path | None) -> dict[str, int] | None:
     if labels_csv is not None:
         return read_subtype_csv(labels_csv)
     if all(t.subtype is not None for t in truth):
@@ -123,17 +122,24 @@ def _score_case(truth: TruthCase, pred_dir: Path) -> CaseResult:
         raise InputError(pred_path, f"geometry differs from the truth {truth.mask}: {problem}")
     return CaseResult(
         truth.name,
-        region_dice(
-            round_labels(array_of(pred_image), pred_path), round_labels(array_of(truth_image), truth.mask)
-        ),
+        region_dice(round_labels(array_of(pred_image), pred_path), round_labels(array_of(truth_image), truth.mask)),
     )
 
 
-def evaluate_folder(pred_dir: Path, truth_dir: Path, labels_csv: Path | None = None) -> Evaluation:
+def evaluate_folder(
+    pred_dir: Path, truth_dir: Path, labels_csv: Path | None = None, cases: Sequence[str] | None = None
+) -> Evaluation:
+    """Evaluate every truth case (or only ``cases``, for a truth folder that holds more)."""
     pred_dir = Path(pred_dir)
     if not pred_dir.is_dir():
         raise InputError(pred_dir, "prediction folder not found")
     truth = find_truth(truth_dir)
+    if cases is not None:
+        wanted = set(cases)
+        truth = [t for t in truth if t.name in wanted]
+        missing = wanted - {t.name for t in truth}
+        if missing:
+            raise InputError(truth_dir, f"no truth mask for case {sorted(missing)[0]}")
     true_subtypes = _truth_subtypes(truth, truth_dir, labels_csv)
     pred_csv = pred_dir / SUBTYPE_RESULTS
     pred_subtypes = read_subtype_csv(pred_csv) if pred_csv.is_file() else None
@@ -156,7 +162,5 @@ def evaluate_folder(pred_dir: Path, truth_dir: Path, labels_csv: Path | None = N
                 raise InputError(pred_csv, f"no predicted subtype for case {case.name}{NIFTI_SUFFIX}")
             case.subtype_true = true_subtypes[case.name]
             case.subtype_pred = pred_subtypes[case.name]
-        classification = classification_summary(
-            [c.subtype_true for c in cases], [c.subtype_pred for c in cases]
-        )
+        classification = classification_summary([c.subtype_true for c in cases], [c.subtype_pred for c in cases])
     return Evaluation(cases, regions, classification, note)

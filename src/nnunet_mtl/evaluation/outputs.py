@@ -73,9 +73,9 @@ def format_markdown(evaluation: Evaluation) -> str:
 def save_confusion_png(evaluation: Evaluation, path: Path) -> None:
     assert evaluation.classification is not None
     figure, axis = plt.subplots(figsize=(4.2, 3.8), dpi=120)
-    ConfusionMatrixDisplay(
-        np.array(evaluation.classification.confusion_matrix), display_labels=SUBTYPE_LABELS
-    ).plot(ax=axis, cmap="Blues", colorbar=False)
+    ConfusionMatrixDisplay(np.array(evaluation.classification.confusion_matrix), display_labels=SUBTYPE_LABELS).plot(
+        ax=axis, cmap="Blues", colorbar=False
+    )
     axis.set_xlabel("predicted subtype")
     axis.set_ylabel("true subtype")
     axis.set_title(f"macro F1 {evaluation.classification.macro_f1:.3f}, n={evaluation.classification.n}")

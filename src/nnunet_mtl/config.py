@@ -1,0 +1,113 @@
+"""All tunable values of nnunet-mtl in one typed config, with the presets users pick by name.
+
+``default`` and ``resenc-m`` keep nnU-Net's own schedule (1000 epochs x 250 iterations) and use
+nnU-Net's plans; ``tiny`` is the CPU preset: a reduced plan and a short schedule.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+from typing import Literal
+
+Pooling = Literal["avg", "foreground", "lesion"]
+
+
+@dataclass(frozen=True)
+class HeadConfig:
+    """Classification head on the encoder bottleneck."""
+
+    # "avg": global average; "foreground" / "lesion": average weighted by the predicted probability of the
+    # whole pancreas / of the lesion. Global averages of instance-normalised features barely differ between
+    # cases, so the weighted forms carry far more subtype information (see README, "Classification head").
+    pooling: Pooling = "lesion"
+    # During training, take the pooling weights from the reference mask instead of the prediction, so the
+    # head sees the lesion before the decoder has learnt to find it (inference always uses the prediction).
+    pool_on_truth_in_training: bool = True
+    # Also feed the MLP intensity statistics of the input inside the predicted lesion and gland (mean, std,
+    # contrast, relative size): the bottleneck alone learns subtype features too slowly for short schedules.
+    intensity_statistics: bool = True
+    hidden: tuple[int, ...] = (128, 64)
+    dropout: float = 0.3
+
+
+@dataclass(frozen=True)
+class ScheduleConfig:
+    num_epochs: int = 1000
+    iterations_per_epoch: int = 250
+    val_iterations_per_epoch: int = 50  # nnU-Net's random-patch validation loss
+    initial_lr: float = 1e-2
+    oversample_foreground_percent: float = 0.33  # nnU-Net's share of patches centred on foreground
+    checkpoint_every: int = 1  # epochs between checkpoint_latest saves (a crash loses at most this many)
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    phase1_epochs: int = 20  # phase 1: classification head on a detached bottleneck
+    phase1_cls_weight: float = 0.01  # weight of the classification loss in the total loss, phase 1
+    phase2_cls_weight: float = 0.1  # ... and in phase 2 (joint training)
+    # The head's own parameters are not shared, so the weight need not slow them down: their gradient is
+    # divided by the weight, and the weight only limits the classification gradient reaching the encoder.
+    head_full_rate: bool = True
+    head_momentum: float = 0.9  # SGD momentum of the head (nnU-Net's 0.99 makes a full-rate head unstable)
+    class_weight_smoothing: float = 1.0  # class weight ~ 1 / (count + smoothing), from the training split
+    grad_clip_norm: float = 12.0  # nnU-Net's value
+
+
+@dataclass(frozen=True)
+class SelectionConfig:
+    """Whole-volume validation, checkpoint selection and early stopping."""
+
+    validate_every: int = 10  # epochs between whole-volume validations of the validation split
+    weight_whole: float = 0.25
+    weight_lesion: float = 0.35
+    weight_f1: float = 0.4
+    patience: int = 200  # epochs without a better combined metric before training stops
+    min_delta: float = 1e-4
+
+    def combined(self, dice_whole: float, dice_lesion: float, macro_f1: float) -> float:
+        total = self.weight_whole + self.weight_lesion + self.weight_f1
+        return (self.weight_whole * dice_whole + self.weight_lesion * dice_lesion + self.weight_f1 * macro_f1) / total
+
+
+@dataclass(frozen=True)
+class InferenceConfig:
+    memory_budget_gb: float = 6.0  # whole-volume forward if its estimated peak memory fits, else sliding window
+    tile_step_size: float = 0.5
+
+
+@dataclass(frozen=True)
+class MultitaskConfig:
+    num_subtypes: int = 3
+    head: HeadConfig = field(default_factory=HeadConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    selection: SelectionConfig = field(default_factory=SelectionConfig)
+    inference: InferenceConfig = field(default_factory=InferenceConfig)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+DEFAULT = MultitaskConfig()
+TINY = MultitaskConfig(
+    schedule=ScheduleConfig(
+        num_epochs=40, iterations_per_epoch=12, val_iterations_per_epoch=1, oversample_foreground_percent=1.0
+    ),
+    loss=replace(LossConfig(), phase1_epochs=4),
+    selection=replace(SelectionConfig(), validate_every=4, patience=16),
+)
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    plans_identifier: str
+    trainer: str
+    config: MultitaskConfig
+
+
+PRESETS = {
+    "tiny": Preset("tiny", "nnUNetMTLTinyPlans", "nnUNetTrainerMultitaskTiny", TINY),
+    "default": Preset("default", "nnUNetPlans", "nnUNetTrainerMultitask", DEFAULT),
+    "resenc-m": Preset("resenc-m", "nnUNetResEncUNetMPlans", "nnUNetTrainerMultitask", DEFAULT),
+}

@@ -1,0 +1,1 @@
+"""Folder for nnU-Net's ``nnUNet_extTrainer`` lookup (see ``nnunet-mtl trainer-path``)."""

@@ -1,0 +1,71 @@
+"""``nnunet-mtl train``: plan and preprocess where missing, then train through nnU-Net's own runner."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from nnunet_mtl.config import PRESETS
+from nnunet_mtl.errors import InputError
+from nnunet_mtl.training.planning import CONFIGURATION, ensure_planned
+
+EXT_TRAINER_VARIABLE = "nnUNet_extTrainer"
+
+
+def trainer_folder() -> Path:
+    """The folder to put in ``nnUNet_extTrainer`` so that nnU-Net finds nnunet-mtl's trainers."""
+    return Path(__file__).resolve().parent.parent / "nnunet_ext"
+
+
+def register_trainers() -> None:
+    folder = str(trainer_folder())
+    existing = [p for p in os.environ.get(EXT_TRAINER_VARIABLE, "").split(os.pathsep) if p]
+    if folder not in existing:
+        os.environ[EXT_TRAINER_VARIABLE] = os.pathsep.join([folder, *existing])
+
+
+def model_folder(dataset_name: str, trainer: str, plans_identifier: str) -> Path:
+    from nnunetv2.paths import nnUNet_results
+
+    return Path(nnUNet_results.get()) / dataset_name / f"{trainer}__{plans_identifier}__{CONFIGURATION}"
+
+
+def train(
+    dataset_id: int,
+    fold: int = 0,
+    preset: str = "tiny",
+    device: str = "cpu",
+    continue_training: bool = False,
+    num_gpus: int = 1,
+    num_processes: int = 2,
+) -> Path:
+    """Train one fold; the final validation runs on ``checkpoint_best`` (selected on the combined metric)."""
+    if preset not in PRESETS:
+        raise InputError(None, f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise InputError(None, "--device cuda but no CUDA device is available")
+    if num_gpus > 1 and device != "cuda":
+        raise InputError(None, "--num-gpus > 1 needs --device cuda (nnU-Net's DDP uses NCCL)")
+    name, plans_identifier = ensure_planned(dataset_id, preset, num_processes)
+    register_trainers()
+    if device == "cpu":
+        torch.set_num_threads(os.cpu_count() or 1)
+    else:
+        torch.set_num_threads(1)
+    from nnunetv2.run.run_training import run_training
+
+    trainer = PRESETS[preset].trainer
+    run_training(
+        name,
+        CONFIGURATION,
+        fold,
+        trainer,
+        plans_identifier,
+        num_gpus=num_gpus,
+        continue_training=continue_training,
+        val_with_best=True,
+        device=torch.device(device),
+    )
+    return model_folder(name, trainer, plans_identifier)

@@ -1,0 +1,509 @@
+"""``nnUNetTrainerMultitask``: nnU-Net's trainer with a subtype head on the shared encoder.
+
+Usable through ``nnunet-mtl train`` and through stock nnU-Net::
+
+    export nnUNet_extTrainer=$(nnunet-mtl trainer-path)
+    nnUNetv2_train DATASET 3d_fullres 0 -tr nnUNetTrainerMultitask [--val_best]
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+from time import time
+
+import numpy as np
+import torch
+from nnunetv2.training.loss.dice import get_tp_fp_fn_tn
+from nnunetv2.training.lr_scheduler.polylr import PolyLRScheduler
+from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
+from nnunetv2.utilities.helpers import dummy_context
+from torch import autocast
+from torch._dynamo import OptimizedModule
+from torch.nn.parallel import DistributedDataParallel
+
+from nnunet_mtl.config import DEFAULT, TINY, MultitaskConfig
+from nnunet_mtl.data.prepare import SUBTYPES_FILE
+from nnunet_mtl.data.subtype_csv import write_subtype_csv
+from nnunet_mtl.model.multitask import MultitaskUNet
+from nnunet_mtl.training.distributed import gather_objects, inverse_frequency_weights, weighted_cross_entropy
+from nnunet_mtl.training.progress import NAN, MultitaskLocalLogger
+from nnunet_mtl.training.validation import ValidationMetrics, summarize, validate_cases
+
+CHECKPOINT_FORMAT = "nnunet-mtl/1"
+
+
+class UnknownCaseError(KeyError):
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+def load_subtypes(*folders: Path) -> tuple[dict[str, int], Path]:
+    """The ``{case: subtype}`` map written by ``nnunet-mtl prepare``, from the first folder that has it."""
+    for folder in folders:
+        path = Path(folder) / SUBTYPES_FILE
+        if path.is_file():
+            return {k: int(v) for k, v in json.loads(path.read_text()).items()}, path
+    raise FileNotFoundError(
+        f"no {SUBTYPES_FILE} in {', '.join(map(str, folders))}: run `nnunet-mtl prepare` for this dataset"
+    )
+
+
+class nnUNetTrainerMultitask(nnUNetTrainer):
+    mtl_config: MultitaskConfig = DEFAULT
+
+    def __init__(
+        self,
+        plans: dict,
+        configuration: str,
+        fold: int,
+        dataset_json: dict,
+        device: torch.device = torch.device("cuda"),  # noqa: B008 - nnU-Net's signature
+    ):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        schedule = self.mtl_config.schedule
+        self.num_epochs = schedule.num_epochs
+        self.num_iterations_per_epoch = schedule.iterations_per_epoch
+        self.num_val_iterations_per_epoch = schedule.val_iterations_per_epoch
+        self.initial_lr = schedule.initial_lr
+        self.oversample_foreground_percent = schedule.oversample_foreground_percent
+        self.save_every = schedule.checkpoint_every
+        self.logger.local_logger = MultitaskLocalLogger()
+        self.class_weights: torch.Tensor | None = None
+        self.best_metric: float | None = None
+        self.best_epoch: int | None = None
+        self._subtypes: dict[str, int] | None = None
+        self._subtypes_path: Path | None = None
+
+    # ------------------------------------------------------------------ network
+
+    @classmethod
+    def build_network_architecture(
+        cls,
+        plans_manager,
+        configuration_manager,
+        num_input_channels: int,
+        num_output_channels: int,
+        enable_deep_supervision: bool = True,
+    ) -> MultitaskUNet:
+        unet = get_network_from_plans(
+            configuration_manager.network_arch_class_name,
+            configuration_manager.network_arch_init_kwargs,
+            configuration_manager.network_arch_init_kwargs_req_import,
+            num_input_channels,
+            num_output_channels,
+            allow_init=True,
+            deep_supervision=enable_deep_supervision,
+        )
+        return MultitaskUNet(unet, cls.mtl_config.num_subtypes, cls.mtl_config.head, image_channels=num_input_channels)
+
+    def initialize(self):
+        super().initialize()
+        self.multitask_network.has_regions = self.label_manager.has_regions
+
+    @property
+    def multitask_network(self) -> MultitaskUNet:
+        network = self.network.module if isinstance(self.network, DistributedDataParallel) else self.network
+        return network._orig_mod if isinstance(network, OptimizedModule) else network
+
+    def configure_optimizers(self):
+        """nnU-Net's SGD and poly schedule; the head is its own parameter group with a lower momentum."""
+        head = list(self.multitask_network.head.parameters())
+        head_ids = {id(p) for p in head}
+        shared = [p for p in self.network.parameters() if id(p) not in head_ids]
+        optimizer = torch.optim.SGD(
+            [{"params": shared}, {"params": head, "momentum": self.mtl_config.loss.head_momentum}],
+            self.initial_lr,
+            weight_decay=self.weight_decay,
+            momentum=0.99,
+            nesterov=True,
+        )
+        return optimizer, PolyLRScheduler(optimizer, self.initial_lr, self.num_epochs)
+
+    # ------------------------------------------------------------------ subtypes and phases
+
+    @property
+    def subtypes(self) -> dict[str, int]:
+        if self._subtypes is None:
+            from nnunetv2.paths import nnUNet_raw
+
+            folders = [Path(self.preprocessed_dataset_folder_base)]
+            if nnUNet_raw.is_set():
+                folders.append(Path(nnUNet_raw.get()) / self.plans_manager.dataset_name)
+            self._subtypes, self._subtypes_path = load_subtypes(*folders)
+        return self._subtypes
+
+    def subtype_targets(self, keys) -> torch.Tensor:
+        missing = [k for k in keys if k not in self.subtypes]
+        if missing:
+            raise UnknownCaseError(f"case {missing[0]} has no subtype in {self._subtypes_path}")
+        return torch.tensor([self.subtypes[k] for k in keys], dtype=torch.long)
+
+    def phase(self, epoch: int | None = None) -> int:
+        epoch = self.current_epoch if epoch is None else epoch
+        return 1 if epoch < self.mtl_config.loss.phase1_epochs else 2
+
+    def cls_weight(self) -> float:
+        loss = self.mtl_config.loss
+        return loss.phase1_cls_weight if self.phase() == 1 else loss.phase2_cls_weight
+
+    def compute_class_weights(self) -> torch.Tensor:
+        train_keys, _ = self.do_split()
+        targets = self.subtype_targets(train_keys)
+        counts = torch.bincount(targets, minlength=self.mtl_config.num_subtypes).tolist()
+        weights = inverse_frequency_weights(counts, self.mtl_config.loss.class_weight_smoothing)
+        self.print_to_log_file(
+            f"subtype counts in the training split {counts} -> class weights {[round(w, 4) for w in weights.tolist()]}"
+        )
+        return weights
+
+    # ------------------------------------------------------------------ training loop
+
+    def on_train_start(self):
+        super().on_train_start()
+        if self.class_weights is None:  # restored by load_checkpoint when continuing
+            self.class_weights = self.compute_class_weights()
+        if self.local_rank == 0:
+            subtypes_copy = Path(self.output_folder_base) / SUBTYPES_FILE
+            subtypes_copy.write_text(json.dumps(self.subtypes, indent=2, sort_keys=True) + "\n")
+
+    def on_train_epoch_start(self):
+        super().on_train_epoch_start()
+        self.logger.log("phase", self.phase(), self.current_epoch)
+        if self.current_epoch == self.mtl_config.loss.phase1_epochs:
+            self.print_to_log_file("phase 2: joint training, classification loss reaches the encoder")
+
+    def _step(self, batch: dict, train: bool) -> dict:
+        data = batch["data"].to(self.device, non_blocking=True)
+        target = batch["target"]
+        target = (
+            [t.to(self.device, non_blocking=True) for t in target]
+            if isinstance(target, list)
+            else target.to(self.device, non_blocking=True)
+        )
+        subtype = self.subtype_targets(batch["keys"]).to(self.device)
+        maps = self.reference_maps(target) if train else None
+        with autocast(self.device.type, enabled=True) if self.device.type == "cuda" else dummy_context():
+            output = self.network(data, detach_head_input=train and self.phase() == 1, reference_maps=maps)
+            seg_loss = self.loss(output.segmentation, target)
+            cls_loss = weighted_cross_entropy(output.class_logits, subtype, self.class_weights)
+            total = seg_loss + self.cls_weight() * cls_loss
+        return {
+            "output": output,
+            "target": target,
+            "seg_loss": seg_loss,
+            "cls_loss": cls_loss,
+            "total": total,
+        }
+
+    def reference_maps(self, target) -> torch.Tensor | None:
+        """Whole-pancreas and lesion maps (batch, 2, *spatial) from the reference mask, if so configured."""
+        head = self.mtl_config.head
+        if not head.pool_on_truth_in_training or (head.pooling == "avg" and not head.intensity_statistics):
+            return None
+        full_resolution = target[0] if isinstance(target, list) else target
+        if self.label_manager.has_regions:
+            return torch.cat([full_resolution[:, :1], full_resolution[:, -1:]], 1).float()
+        labels = full_resolution[:, :1]
+        return torch.cat([labels > 0, labels == self.label_manager.foreground_labels[-1]], 1).float()
+
+    def train_step(self, batch: dict) -> dict:
+        self.optimizer.zero_grad(set_to_none=True)
+        step = self._step(batch, train=True)
+        clip = self.mtl_config.loss.grad_clip_norm
+        if self.grad_scaler is not None:
+            self.grad_scaler.scale(step["total"]).backward()
+            self.grad_scaler.unscale_(self.optimizer)
+            self._rescale_head_gradient()
+            torch.nn.utils.clip_grad_norm_(self.network.parameters(), clip)
+            self.grad_scaler.step(self.optimizer)
+            self.grad_scaler.update()
+        else:
+            step["total"].backward()
+            self._rescale_head_gradient()
+            torch.nn.utils.clip_grad_norm_(self.network.parameters(), clip)
+            self.optimizer.step()
+        return {
+            "loss": step["total"].detach().cpu().numpy(),
+            "seg_loss": step["seg_loss"].detach().cpu().numpy(),
+            "cls_loss": step["cls_loss"].detach().cpu().numpy(),
+        }
+
+    def _rescale_head_gradient(self) -> None:
+        """Undo the classification loss weight on the head's own (unshared) parameters."""
+        if self.mtl_config.loss.head_full_rate:
+            for parameter in self.multitask_network.head.parameters():
+                if parameter.grad is not None:
+                    parameter.grad.div_(self.cls_weight())
+
+    def _log_mean(self, key: str, values) -> None:
+        self.logger.log(key, float(np.mean(gather_objects([float(v) for v in values]))), self.current_epoch)
+
+    def on_train_epoch_end(self, train_outputs: list[dict]):
+        super().on_train_epoch_end(train_outputs)
+        self._log_mean("train_seg_losses", [o["seg_loss"] for o in train_outputs])
+        self._log_mean("train_cls_losses", [o["cls_loss"] for o in train_outputs])
+
+    def validation_step(self, batch: dict) -> dict:
+        """nnU-Net's random-patch validation (loss and pseudo Dice) plus the patches' classification loss."""
+        step = self._step(batch, train=False)
+        output = step["output"].segmentation
+        target = step["target"]
+        if self.enable_deep_supervision:
+            output, target = output[0], target[0]
+        axes = [0, *range(2, output.ndim)]
+        if self.label_manager.has_regions:
+            predicted = (torch.sigmoid(output) > 0.5).long()
+        else:
+            predicted = torch.zeros_like(output).scatter_(1, output.argmax(1, keepdim=True), 1)
+            target = torch.zeros_like(output).scatter_(1, target.long(), 1)
+        tp, fp, fn, _ = get_tp_fp_fn_tn(predicted, target, axes=axes)
+        start = 0 if self.label_manager.has_regions else 1
+        return {
+            "loss": step["seg_loss"].detach().cpu().numpy(),
+            "cls_loss": step["cls_loss"].detach().cpu().numpy(),
+            "tp_hard": tp.detach().cpu().numpy()[start:],
+            "fp_hard": fp.detach().cpu().numpy()[start:],
+            "fn_hard": fn.detach().cpu().numpy()[start:],
+        }
+
+    def on_validation_epoch_end(self, val_outputs: list[dict]):
+        super().on_validation_epoch_end(val_outputs)
+        self._log_mean("val_cls_losses", [o["cls_loss"] for o in val_outputs])
+
+    # ------------------------------------------------------------------ whole-volume validation
+
+    def whole_volume_validation(self, export_folder: Path | None = None) -> ValidationMetrics:
+        _, val_keys = self.do_split()
+        if self.is_ddp:
+            import torch.distributed as dist
+
+            val_keys = val_keys[self.local_rank :: dist.get_world_size()]
+        dataset = self.dataset_class(self.preprocessed_dataset_folder, val_keys)
+        was_ds = self.multitask_network.decoder.deep_supervision
+        self.set_deep_supervision_enabled(False)
+        try:
+            local = validate_cases(
+                self.multitask_network,
+                dataset,
+                val_keys,
+                self.subtypes,
+                self.plans_manager,
+                self.configuration_manager,
+                self.label_manager,
+                Path(self.preprocessed_dataset_folder_base) / "gt_segmentations",
+                self.mtl_config,
+                export_folder,
+            )
+        finally:
+            self.set_deep_supervision_enabled(was_ds)
+        return summarize(sorted(gather_objects(local), key=lambda c: c.name), self.mtl_config)
+
+    def should_validate(self, epoch: int) -> bool:
+        every = self.mtl_config.selection.validate_every
+        return (epoch + 1) % every == 0 or epoch == self.num_epochs - 1
+
+    def epochs_without_improvement(self) -> int:
+        """Epochs since the best whole-volume validation (counting from epoch 0 before the first one)."""
+        reference = -1 if self.best_epoch is None else self.best_epoch
+        return self.current_epoch - reference
+
+    def should_stop_early(self) -> bool:
+        return self.epochs_without_improvement() >= self.mtl_config.selection.patience
+
+    def on_epoch_end(self):
+        epoch = self.current_epoch
+        log = self.logger
+        log.log("epoch_end_timestamps", time(), epoch)
+        self.print_to_log_file(
+            "train_loss",
+            np.round(log.get_value("train_losses", step=-1), 4),
+            "(segmentation",
+            np.round(log.get_value("train_seg_losses", step=-1), 4),
+            "classification",
+            np.round(log.get_value("train_cls_losses", step=-1), 4),
+            ")",
+        )
+        self.print_to_log_file(
+            "val_loss",
+            np.round(log.get_value("val_losses", step=-1), 4),
+            "Pseudo dice",
+            [np.round(i, 4) for i in log.get_value("dice_per_class_or_region", -1)],
+        )
+
+        if self.should_validate(epoch):
+            self.network.eval()
+            with torch.no_grad():
+                metrics = self.whole_volume_validation()
+            values = (metrics.dice_whole, metrics.dice_lesion, metrics.macro_f1, metrics.combined)
+            self.print_to_log_file(
+                f"whole-volume validation ({len(metrics.cases)} cases): Dice whole {values[0]:.4f}, "
+                f"lesion {values[1]:.4f}, subtype macro F1 {values[2]:.4f}, combined {values[3]:.4f}"
+            )
+            if self.best_metric is None or metrics.combined > self.best_metric + self.mtl_config.selection.min_delta:
+                self.best_metric, self.best_epoch = metrics.combined, epoch
+                self.print_to_log_file(f"new best combined metric {metrics.combined:.4f}: saving checkpoint_best")
+                self.save_checkpoint(os.path.join(self.output_folder, "checkpoint_best.pth"))
+        else:
+            values = (NAN, NAN, NAN, NAN)
+        for key, value in zip(("wv_dice_whole", "wv_dice_lesion", "wv_macro_f1", "wv_combined"), values):
+            log.log(key, value, epoch)
+        duration = log.get_value("epoch_end_timestamps", -1) - log.get_value("epoch_start_timestamps", -1)
+        self.print_to_log_file(f"Epoch time: {duration:.2f} s")
+        if (epoch + 1) % self.save_every == 0 and epoch != self.num_epochs - 1:
+            self.save_checkpoint(os.path.join(self.output_folder, "checkpoint_latest.pth"))
+        if self.local_rank == 0 and self.should_validate(epoch):  # plotting every epoch costs ~1 s on a CPU
+            log.plot_progress_png(self.output_folder)
+        self.current_epoch += 1
+
+    def run_training(self):
+        self.on_train_start()
+        while self.current_epoch < self.num_epochs:
+            if self.should_stop_early():
+                self.print_to_log_file(
+                    f"early stopping: no better combined metric for {self.epochs_without_improvement()} epochs "
+                    f"(patience {self.mtl_config.selection.patience}); best {self.best_metric} at epoch "
+                    f"{self.best_epoch}"
+                )
+                break
+            self.on_epoch_start()
+            self.on_train_epoch_start()
+            train_outputs = [self.train_step(next(self.dataloader_train)) for _ in range(self.num_iterations_per_epoch)]
+            self.on_train_epoch_end(train_outputs)
+            with torch.no_grad():
+                self.on_validation_epoch_start()
+                val_outputs = [
+                    self.validation_step(next(self.dataloader_val)) for _ in range(self.num_val_iterations_per_epoch)
+                ]
+                self.on_validation_epoch_end(val_outputs)
+            self.on_epoch_end()
+        self.on_train_end()
+
+    def perform_actual_validation(self, save_probabilities: bool = False):
+        """Final validation: masks in the original geometry, subtype CSVs and nnunet-mtl's metrics."""
+        from nnunet_mtl.evaluation.evaluate import evaluate_folder
+        from nnunet_mtl.evaluation.outputs import write_evaluation
+
+        folder = Path(self.output_folder) / "validation"
+        folder.mkdir(parents=True, exist_ok=True)
+        self.network.eval()
+        with torch.no_grad():
+            metrics = self.whole_volume_validation(export_folder=folder)
+        if self.local_rank != 0:
+            return
+        write_subtype_csv(folder / "subtype_results.csv", {c.name: c.subtype_pred for c in metrics.cases})
+        probabilities = {
+            c.name: dict(zip(map(str, range(len(c.probabilities))), c.probabilities)) for c in metrics.cases
+        }
+        (folder / "subtype_probabilities.json").write_text(json.dumps(probabilities, indent=2) + "\n")
+        gt = Path(self.preprocessed_dataset_folder_base) / "gt_segmentations"
+        truth_labels = folder / "truth_labels.csv"
+        write_subtype_csv(truth_labels, {c.name: c.subtype_true for c in metrics.cases})
+        evaluation = evaluate_folder(folder, gt, truth_labels, cases=[c.name for c in metrics.cases])
+        write_evaluation(evaluation, folder)
+        summary = evaluation.to_json()
+        self.print_to_log_file(
+            "final validation (whole volume, original geometry): Dice whole "
+            f"{summary['segmentation']['whole_pancreas']['mean_dice']}, lesion "
+            f"{summary['segmentation']['lesion']['mean_dice']}, macro F1 {summary['classification']['macro_f1']}",
+            also_print_to_console=True,
+        )
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def _checkpoint(self) -> dict:
+        def plain(value):
+            if isinstance(value, dict):
+                return {k: plain(v) for k, v in value.items()}
+            if isinstance(value, (list, tuple)):
+                return [plain(v) for v in value]
+            if isinstance(value, np.generic):
+                return value.item()
+            if isinstance(value, np.ndarray):
+                return value.tolist()
+            if isinstance(value, torch.device):
+                return str(value)
+            return value
+
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "network_weights": self.multitask_network.state_dict(),
+            "optimizer_state": self.optimizer.state_dict(),
+            "grad_scaler_state": self.grad_scaler.state_dict() if self.grad_scaler is not None else None,
+            "logging": plain(self.logger.get_checkpoint()),
+            "_best_ema": plain(self._best_ema),
+            "current_epoch": self.current_epoch + 1,
+            "init_args": plain(self.my_init_kwargs),
+            "trainer_name": self.__class__.__name__,
+            "inference_allowed_mirroring_axes": plain(self.inference_allowed_mirroring_axes),
+            "multitask": {
+                "config": plain(self.mtl_config.to_dict()),
+                "class_weights": None if self.class_weights is None else self.class_weights.tolist(),
+                "best_metric": self.best_metric,
+                "best_epoch": self.best_epoch,
+                "dataset_name": self.plans_manager.dataset_name,
+                "labels": plain(self.dataset_json["labels"]),
+            },
+        }
+
+    def save_checkpoint(self, filename: str) -> None:
+        """nnU-Net's checkpoint plus the multitask state, written atomically and loadable with weights_only."""
+        if self.local_rank != 0:
+            return
+        if self.disable_checkpointing:
+            self.print_to_log_file("No checkpoint written, checkpointing is disabled")
+            return
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pth", dir=os.path.dirname(filename))
+        os.close(fd)
+        try:
+            torch.save(self._checkpoint(), tmp)
+            os.replace(tmp, filename)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+
+    def load_checkpoint(self, filename_or_checkpoint: dict | str) -> None:
+        if not self.was_initialized:
+            self.initialize()
+        checkpoint = filename_or_checkpoint
+        if isinstance(checkpoint, str):
+            checkpoint = torch.load(checkpoint, map_location=self.device, weights_only=True)
+        if checkpoint.get("format") != CHECKPOINT_FORMAT:
+            raise ValueError(f"not an nnunet-mtl checkpoint (format {checkpoint.get('format')!r})")
+        self.multitask_network.load_state_dict(checkpoint["network_weights"])
+        self.my_init_kwargs = checkpoint["init_args"]
+        self.current_epoch = checkpoint["current_epoch"]
+        self.logger.load_checkpoint(checkpoint["logging"])
+        self._best_ema = checkpoint["_best_ema"]
+        mirroring = checkpoint.get("inference_allowed_mirroring_axes")
+        self.inference_allowed_mirroring_axes = tuple(mirroring) if mirroring is not None else None
+        self.optimizer.load_state_dict(checkpoint["optimizer_state"])
+        if self.grad_scaler is not None and checkpoint["grad_scaler_state"] is not None:
+            self.grad_scaler.load_state_dict(checkpoint["grad_scaler_state"])
+        state = checkpoint["multitask"]
+        weights = state["class_weights"]
+        self.class_weights = None if weights is None else torch.tensor(weights, dtype=torch.float32)
+        self.best_metric = state["best_metric"]
+        self.best_epoch = state["best_epoch"]
+
+
+class nnUNetTrainerMultitaskTiny(nnUNetTrainerMultitask):
+    """The CPU preset's schedule (use with the ``nnUNetMTLTinyPlans`` plans)."""
+
+    mtl_config = TINY
+
+
+class nnUNetTrainerMultitaskFgPool(nnUNetTrainerMultitask):
+    """Default schedule; the head pools weighted by the predicted whole pancreas instead of the lesion."""
+
+    mtl_config = replace(DEFAULT, head=replace(DEFAULT.head, pooling="foreground"))
+
+
+class nnUNetTrainerMultitaskAvgPool(nnUNetTrainerMultitask):
+    """Default schedule; the head uses plain global average pooling."""
+
+    mtl_config = replace(DEFAULT, head=replace(DEFAULT.head, pooling="avg"))

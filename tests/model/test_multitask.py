@@ -1,0 +1,146 @@
+import pytest
+import torch
+from dynamic_network_architectures.architectures.unet import PlainConvUNet, ResidualEncoderUNet
+from torch import nn
+
+from nnunet_mtl.config import HeadConfig
+from nnunet_mtl.model.multitask import MultitaskUNet
+
+STAGES = dict(
+    input_channels=1,
+    n_stages=4,
+    features_per_stage=[8, 16, 32, 64],
+    conv_op=nn.Conv3d,
+    kernel_sizes=[[1, 3, 3], [3, 3, 3], [3, 3, 3], [3, 3, 3]],
+    strides=[[1, 1, 1], [1, 2, 2], [2, 2, 2], [2, 2, 2]],
+    num_classes=2,
+    conv_bias=True,
+    norm_op=nn.InstanceNorm3d,
+    norm_op_kwargs={"affine": True},
+    nonlin=nn.LeakyReLU,
+    nonlin_kwargs={"inplace": True},
+)
+
+
+def plain_unet(deep_supervision=True):
+    return PlainConvUNet(**STAGES, n_conv_per_stage=2, n_conv_per_stage_decoder=2,
+                         deep_supervision=deep_supervision)
+
+
+def resenc_unet(deep_supervision=True):
+    return ResidualEncoderUNet(**STAGES, n_blocks_per_stage=[1, 2, 2, 2], n_conv_per_stage_decoder=1,
+                               deep_supervision=deep_supervision)
+
+
+def count_encoder_calls(model: MultitaskUNet):
+    calls = []
+    model.unet.encoder.register_forward_hook(lambda *_: calls.append(1))
+    return calls
+
+
+@pytest.mark.parametrize("build", [plain_unet, resenc_unet])
+@pytest.mark.parametrize("pooling", ["avg", "foreground"])
+@pytest.mark.parametrize("training", [True, False])
+def test_one_encoder_call_per_forward(build, pooling, training):
+    model = MultitaskUNet(build(), 3, HeadConfig(pooling=pooling))
+    model.train(training)
+    calls = count_encoder_calls(model)
+    out = model(torch.randn(2, 1, 16, 32, 32))
+    assert len(calls) == 1
+    assert out.class_logits.shape == (2, 3)
+    # deep supervision: nnU-Net's list of outputs, full resolution first
+    assert isinstance(out.segmentation, list)
+    assert out.segmentation[0].shape == (2, 2, 16, 32, 32)
+    assert out.segmentation[1].shape == (2, 2, 16, 16, 16)
+
+
+def test_deep_supervision_toggle_through_decoder_attribute():
+    model = MultitaskUNet(plain_unet(), 3, HeadConfig())
+    model.decoder.deep_supervision = False  # what nnU-Net's set_deep_supervision_enabled does
+    out = model(torch.randn(1, 1, 16, 32, 32))
+    assert torch.is_tensor(out.segmentation) and out.segmentation.shape == (1, 2, 16, 32, 32)
+
+
+def _encoder_grad_norm(model: MultitaskUNet, detach: bool) -> float:
+    model.zero_grad(set_to_none=True)
+    out = model(torch.randn(2, 1, 16, 32, 32), detach_head_input=detach)
+    nn.functional.cross_entropy(out.class_logits, torch.tensor([0, 2])).backward()
+    grads = [p.grad for p in model.unet.encoder.parameters()]
+    head_grads = [p.grad for p in model.head.parameters()]
+    assert all(g is not None and g.abs().sum() > 0 for g in head_grads[-2:])  # the head always learns
+    return sum(float(g.abs().sum()) for g in grads if g is not None)
+
+
+@pytest.mark.parametrize("pooling", ["avg", "foreground"])
+def test_phase1_detach_isolates_encoder_from_classification_loss(pooling):
+    torch.manual_seed(0)
+    model = MultitaskUNet(plain_unet(), 3, HeadConfig(pooling=pooling))
+    assert _encoder_grad_norm(model, detach=True) == 0.0
+    assert _encoder_grad_norm(model, detach=False) > 0.0
+    # decoder never gets classification gradient (foreground weights are detached)
+    model.zero_grad(set_to_none=True)
+    out = model(torch.randn(2, 1, 16, 32, 32))
+    nn.functional.cross_entropy(out.class_logits, torch.tensor([0, 2])).backward()
+    encoder_ids = {id(p) for p in model.unet.encoder.parameters()}  # nnU-Net's decoder also holds the encoder
+    decoder_only = [p for p in model.unet.decoder.parameters() if id(p) not in encoder_ids]
+    assert decoder_only and all(p.grad is None or p.grad.abs().sum() == 0 for p in decoder_only)
+
+
+def test_weighted_pooling_follows_the_probability_map():
+    config = HeadConfig(pooling="lesion", hidden=(), dropout=0.0, intensity_statistics=False)
+    head = MultitaskUNet(plain_unet(False), 3, config).head
+    bottleneck = torch.zeros(1, 64, 2, 4, 4)
+    bottleneck[..., 0, :2, :2] = 1.0  # the feature lives where the lesion is
+    lesion = torch.zeros(1, 1, 16, 32, 32)
+    lesion[..., :8, :16, :16] = 1.0
+    pooled = []
+    head.norm.register_forward_hook(lambda module, args, out: pooled.append(args[0]))
+    head(bottleneck, lesion)
+    head(bottleneck, torch.ones_like(lesion))
+    assert pooled[0].mean() > 0.9 and pooled[1].mean() == pytest.approx(4 / 32)
+
+
+def test_intensity_statistics_match_direct_computation():
+    from nnunet_mtl.model.head import intensity_statistics
+
+    image = torch.randn(1, 1, 8, 8, 8)
+    whole = torch.zeros_like(image)
+    whole[..., 2:6, 2:6, 2:6] = 1
+    lesion = torch.zeros_like(image)
+    lesion[..., 3:5, 3:5, 3:5] = 1
+    stats = intensity_statistics(image, lesion, whole)[0]
+    inside, gland = image[lesion > 0], image[(whole > 0) & (lesion == 0)]
+    assert stats[0] == pytest.approx(float(inside.mean()), abs=1e-3)
+    assert stats[1] == pytest.approx(float(inside.std(unbiased=False)), abs=1e-2)
+    assert stats[2] == pytest.approx(float(gland.mean()), abs=1e-3)
+    assert stats[4] == pytest.approx(float(inside.mean() - gland.mean()), abs=1e-3)
+    assert stats[5] == pytest.approx(float(torch.log(torch.tensor(9.0)) - torch.log(torch.tensor(57.0))), abs=1e-3)
+
+
+def test_reference_maps_replace_the_prediction():
+    torch.manual_seed(0)
+    model = MultitaskUNet(plain_unet(), 3, HeadConfig(dropout=0.0)).eval()
+    x = torch.randn(1, 1, 16, 32, 32)
+    maps = torch.zeros(1, 2, 16, 32, 32)
+    maps[:, :, 4:12, 8:24, 8:24] = 1
+    calls = count_encoder_calls(model)
+    with_reference = model(x, reference_maps=maps).class_logits
+    predicted = model(x).class_logits
+    assert len(calls) == 2 and not torch.allclose(with_reference, predicted)
+
+
+@pytest.mark.parametrize("build", [plain_unet, resenc_unet])
+def test_segmentation_weights_load_into_stock_network(build):
+    model = MultitaskUNet(build(), 3, HeadConfig())
+    stock = build()
+    result = stock.load_state_dict(model.segmentation_state_dict(), strict=True)
+    assert not result.missing_keys and not result.unexpected_keys
+    model.eval()
+    stock.eval()
+    x = torch.randn(1, 1, 16, 32, 32)
+    assert torch.equal(stock(x)[0], model(x).segmentation[0])
+
+
+def test_refuses_network_without_encoder():
+    with pytest.raises(TypeError, match="encoder"):
+        MultitaskUNet(nn.Conv3d(1, 2, 3), 3, HeadConfig())

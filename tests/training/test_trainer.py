@@ -1,0 +1,151 @@
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+from batchgenerators.utilities.file_and_folder_operations import load_json
+
+from nnunet_mtl.data.layout import scan_assignment_data
+from nnunet_mtl.training.distributed import inverse_frequency_weights
+from nnunet_mtl.training.trainer import UnknownCaseError
+from tests.training.conftest import run_nnunet
+from tests.training.ext_trainers.smoke_trainers import (
+    SMOKE,
+    nnUNetTrainerMultitaskSmoke,
+    nnUNetTrainerMultitaskStopEarly,
+)
+
+
+def make_trainer(nnunet_root, planned_dataset, cls=nnUNetTrainerMultitaskSmoke, continue_training=False):
+    name, plans_identifier = planned_dataset
+    folder = nnunet_root / "nnUNet_preprocessed" / name
+    plans = {**load_json(folder / f"{plans_identifier}.json"), "continue_training": continue_training}
+    return cls(plans, "3d_fullres", 0, load_json(folder / "dataset.json"), device=torch.device("cpu"))
+
+
+def test_trained_through_nnunet_cli(smoke_model, small_phantom):
+    folder, _ = smoke_model
+    fold = folder / "fold_0"
+    for name in ("checkpoint_final.pth", "checkpoint_best.pth", "progress.png"):
+        assert (fold / name).is_file(), name
+    assert (folder / "subtypes.json").is_file()
+    log = "".join(p.read_text() for p in fold.glob("training_log_*.txt"))
+    assert log.count("whole-volume validation (3 cases)") >= 3
+    assert "phase 2: joint training" in log
+    # final validation: masks in the original geometry, subtype CSV, our metrics
+    validation = fold / "validation"
+    data = scan_assignment_data(small_phantom)
+    assert (validation / "subtype_results.csv").read_text().startswith("Names,Subtype\n")
+    metrics = json.loads((validation / "metrics.json").read_text())
+    assert {c["name"] for c in metrics["cases"]} == {c.name for c in data.validation}
+    for case in data.validation:
+        truth = sitk.ReadImage(str(case.mask))
+        mask = sitk.ReadImage(str(validation / f"{case.name}.nii.gz"))
+        assert mask.GetSize() == truth.GetSize() and np.allclose(mask.GetSpacing(), truth.GetSpacing())
+        assert np.allclose(mask.GetOrigin(), truth.GetOrigin()) and mask.GetDirection() == truth.GetDirection()
+
+
+def test_checkpoint_holds_multitask_state_and_loads_weights_only(smoke_model):
+    folder, _ = smoke_model
+    checkpoint = torch.load(folder / "fold_0" / "checkpoint_final.pth", weights_only=True)
+    state = checkpoint["multitask"]
+    assert len(state["class_weights"]) == 3
+    assert state["best_epoch"] in (0, 1, 2) and state["best_metric"] is not None
+    assert checkpoint["current_epoch"] == SMOKE.schedule.num_epochs
+    assert any(k.startswith("head.") for k in checkpoint["network_weights"])
+    logging = checkpoint["logging"]
+    assert len(logging["wv_combined"]) == 3 and len(logging["train_cls_losses"]) == 3
+    assert logging["phase"] == [1, 2, 2]
+
+
+def test_resume_restores_phase_weights_best_and_early_stopping(smoke_model, planned_dataset, nnunet_root):
+    folder, _ = smoke_model
+    checkpoint = torch.load(folder / "fold_0" / "checkpoint_final.pth", weights_only=True)
+    trainer = make_trainer(nnunet_root, planned_dataset, continue_training=True)
+    trainer.load_checkpoint(str(folder / "fold_0" / "checkpoint_final.pth"))
+    state = checkpoint["multitask"]
+    assert trainer.class_weights.tolist() == pytest.approx(state["class_weights"])
+    assert (trainer.best_metric, trainer.best_epoch) == (state["best_metric"], state["best_epoch"])
+    assert trainer.current_epoch == 3 and trainer.phase() == 2
+    assert trainer.epochs_without_improvement() == 3 - state["best_epoch"]
+    assert trainer.logger.get_value("wv_combined", None) == checkpoint["logging"]["wv_combined"]
+    for key, value in trainer.multitask_network.state_dict().items():
+        assert torch.equal(value, checkpoint["network_weights"][key])
+
+
+def test_early_stopping_really_ends_training(planned_dataset, nnunet_root, monkeypatch):
+    monkeypatch.setenv("nnUNet_n_proc_DA", "0")
+    trainer = make_trainer(nnunet_root, planned_dataset, nnUNetTrainerMultitaskStopEarly)
+    trainer.run_training()
+    assert trainer.current_epoch == 2  # epochs 0 and 1 of 10: patience 2 after the best at epoch 0
+    checkpoint = torch.load(f"{trainer.output_folder}/checkpoint_final.pth", weights_only=True)
+    assert checkpoint["current_epoch"] == 2
+    log = Path(trainer.log_file).read_text()
+    assert "early stopping" in log
+
+
+@pytest.fixture
+def trainer_with_batch(planned_dataset, nnunet_root, monkeypatch):
+    monkeypatch.setenv("nnUNet_n_proc_DA", "0")
+    trainer = make_trainer(nnunet_root, planned_dataset)
+    trainer.on_train_start()
+    batch = next(trainer.dataloader_train)
+    yield trainer, batch
+    trainer.on_train_end()
+
+
+def test_unknown_case_key_fails_loudly(trainer_with_batch):
+    trainer, batch = trainer_with_batch
+    batch = {**batch, "keys": ["quiz_9_999", *batch["keys"][1:]]}
+    with pytest.raises(UnknownCaseError, match=r"quiz_9_999.*subtypes.json"):
+        trainer.train_step(batch)
+
+
+def test_class_weights_come_from_training_split_counts(trainer_with_batch, small_phantom):
+    trainer, _ = trainer_with_batch
+    counts = np.bincount([c.subtype for c in scan_assignment_data(small_phantom).train], minlength=3).tolist()
+    expected = inverse_frequency_weights(counts, SMOKE.loss.class_weight_smoothing)
+    assert torch.allclose(trainer.class_weights, expected)
+
+
+def test_phase_controls_encoder_gradient_from_classification(trainer_with_batch):
+    trainer, batch = trainer_with_batch
+    trainer.loss = lambda output, target: output[0].sum() * 0  # isolate the classification loss
+    encoder = list(trainer.multitask_network.unet.encoder.parameters())
+    for epoch, phase, weight, reaches_encoder in ((0, 1, 0.01, False), (1, 2, 0.1, True)):
+        trainer.current_epoch = epoch
+        assert trainer.phase() == phase and trainer.cls_weight() == weight
+        trainer.train_step(batch)
+        grad = sum(float(p.grad.abs().sum()) for p in encoder if p.grad is not None)
+        assert (grad > 0) == reaches_encoder
+
+
+def test_training_steps_lower_both_losses(trainer_with_batch):
+    trainer, batch = trainer_with_batch
+    trainer.current_epoch = SMOKE.loss.phase1_epochs  # joint phase
+    torch.manual_seed(0)
+    first = trainer.train_step(batch)
+    for _ in range(12):
+        last = trainer.train_step(batch)
+    assert last["seg_loss"] < first["seg_loss"]
+    assert last["cls_loss"] < first["cls_loss"]
+
+
+def test_export_segmentation_only_model_runs_in_stock_nnunet(smoke_model, small_phantom, tmp_path):
+    from nnunet_mtl.cli import main
+
+    folder, _ = smoke_model
+    exported = tmp_path / "exported"
+    assert main(["export-seg", "--model-dir", str(folder), "--out", str(exported), "--checkpoint", "final"]) == 0
+    checkpoint = torch.load(exported / "fold_0" / "checkpoint_final.pth", weights_only=True)
+    assert checkpoint["trainer_name"] == "nnUNetTrainer"
+    assert not any(k.startswith(("head.", "unet.")) for k in checkpoint["network_weights"])
+    out = tmp_path / "pred"
+    run_nnunet("nnUNetv2_predict_from_modelfolder", "-i", str(small_phantom / "test"), "-o", str(out),
+               "-m", str(exported), "-f", "0", "-chk", "checkpoint_final.pth", "-device", "cpu",
+               "--disable_tta", "-npp", "1", "-nps", "1")
+    for image in (small_phantom / "test").glob("*_0000.nii.gz"):
+        mask = sitk.ReadImage(str(out / image.name.replace("_0000", "")))
+        assert mask.GetSize() == sitk.ReadImage(str(image)).GetSize()
