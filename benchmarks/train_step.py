@@ -53,11 +53,12 @@ def make_dataset(root: Path, plans: str) -> tuple[str, str]:
 
 def build_trainers(name: str, plans_identifier: str, device: torch.device):
     from batchgenerators.utilities.file_and_folder_operations import load_json
+    from nnunetv2.paths import nnUNet_preprocessed
     from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
     from nnunet_mtl.training.trainer import nnUNetTrainerMultitask
 
-    folder = Path(os.environ["nnUNet_preprocessed"]) / name
+    folder = Path(nnUNet_preprocessed.get()) / name
     dataset_json = load_json(folder / "dataset.json")
 
     def make(cls):
@@ -74,6 +75,8 @@ def build_trainers(name: str, plans_identifier: str, device: torch.device):
 
 def seed_style_step(trainer, batch):
     """The seed's forward: full network, then the encoder again for the classification head."""
+    from nnunet_mtl.model.head import intensity_statistics
+
     network = trainer.multitask_network
     data = batch["data"].to(trainer.device)
     target = [t.to(trainer.device) for t in batch["target"]]
@@ -81,7 +84,9 @@ def seed_style_step(trainer, batch):
     trainer.optimizer.zero_grad(set_to_none=True)
     with torch.autocast(trainer.device.type) if trainer.device.type == "cuda" else torch.autocast("cpu", enabled=False):
         segmentation = network.unet(data)
-        logits = network.head(network.unet.encoder(data)[-1])
+        maps = trainer.reference_maps(target)  # the same head inputs as the multitask trainer's
+        statistics = intensity_statistics(data, maps[:, 1:], maps[:, :1])
+        logits = network.head(network.unet.encoder(data)[-1], maps[:, 1:], statistics)
         loss = trainer.loss(segmentation, target) + 0.1 * torch.nn.functional.cross_entropy(logits.float(), subtype)
     loss.backward()
     trainer.optimizer.step()
@@ -96,10 +101,9 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     torch.set_num_threads(os.cpu_count() or 1)
-    os.environ.setdefault("nnUNet_n_proc_DA", "0")
-
     with tempfile.TemporaryDirectory(prefix="nnunet-mtl-bench-") as tmp:
         name, plans_identifier = make_dataset(Path(tmp), args.plans)
+        os.environ.setdefault("nnUNet_n_proc_DA", "0")  # one batch, no augmentation workers needed
         plain, multitask = build_trainers(name, plans_identifier, device)
         loader, _ = multitask.get_dataloaders()
         batch = next(loader)
@@ -157,8 +161,10 @@ def main(argv=None) -> int:
         "|---|---|---|---|" + ("---|" if cuda_peak else ""),
     ]
     for k, r in result["trainers"].items():
-        lines.append(f"| {k} | {r['median_s_per_step']:.3f} | {r['ratio_to_plain']:.3f} | "
-                     f"{r['saved_activation_mib']:.1f} |" + (f" {r['cuda_peak_mib']:.0f} |" if cuda_peak else ""))
+        lines.append(
+            f"| {k} | {r['median_s_per_step']:.3f} | {r['ratio_to_plain']:.3f} | "
+            f"{r['saved_activation_mib']:.1f} |" + (f" {r['cuda_peak_mib']:.0f} |" if cuda_peak else "")
+        )
     table = "\n".join(lines)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"train_step_{args.plans}_{device.type}.json").write_text(json.dumps(result, indent=2) + "\n")

@@ -23,13 +23,13 @@ STAGES = dict(
 
 
 def plain_unet(deep_supervision=True):
-    return PlainConvUNet(**STAGES, n_conv_per_stage=2, n_conv_per_stage_decoder=2,
-                         deep_supervision=deep_supervision)
+    return PlainConvUNet(**STAGES, n_conv_per_stage=2, n_conv_per_stage_decoder=2, deep_supervision=deep_supervision)
 
 
 def resenc_unet(deep_supervision=True):
-    return ResidualEncoderUNet(**STAGES, n_blocks_per_stage=[1, 2, 2, 2], n_conv_per_stage_decoder=1,
-                               deep_supervision=deep_supervision)
+    return ResidualEncoderUNet(
+        **STAGES, n_blocks_per_stage=[1, 2, 2, 2], n_conv_per_stage_decoder=1, deep_supervision=deep_supervision
+    )
 
 
 def count_encoder_calls(model: MultitaskUNet):

@@ -40,7 +40,18 @@ def run_nnunet(*args: str) -> subprocess.CompletedProcess:
 def smoke_model(planned_dataset, nnunet_root):
     """A 3-epoch model trained through stock ``nnUNetv2_train`` with our trainer found via nnUNet_extTrainer."""
     name, plans = planned_dataset
-    result = run_nnunet("nnUNetv2_train", str(DATASET_ID), "3d_fullres", "0", "-tr", "nnUNetTrainerMultitaskSmoke",
-                        "-p", plans, "-device", "cpu", "--val_best")
+    result = run_nnunet(
+        "nnUNetv2_train",
+        str(DATASET_ID),
+        "3d_fullres",
+        "0",
+        "-tr",
+        "nnUNetTrainerMultitaskSmoke",
+        "-p",
+        plans,
+        "-device",
+        "cpu",
+        "--val_best",
+    )
     folder = nnunet_root / "nnUNet_results" / name / f"nnUNetTrainerMultitaskSmoke__{plans}__3d_fullres"
     return folder, result

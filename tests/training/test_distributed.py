@@ -64,16 +64,21 @@ def test_weighted_loss_gradient_and_metrics_match_single_process():
         assert torch.allclose(results[rank]["grad"], layer.weight.grad, atol=1e-6)
         assert abs(results[rank]["mean_loss"] - reference.item()) < 1e-6
         assert results[rank]["order"] == [0, 0, 1, 1]
-        assert results[rank]["metrics"] == (expected.dice_whole, expected.dice_lesion, expected.macro_f1,
-                                            expected.combined)
+        assert results[rank]["metrics"] == (
+            expected.dice_whole,
+            expected.dice_lesion,
+            expected.macro_f1,
+            expected.combined,
+        )
 
 
 def test_single_process_fallbacks():
     assert gather_objects([1, 2]) == [1, 2]
     logits = torch.randn(4, 3)
     targets = torch.tensor([0, 1, 2, 2])
-    assert torch.allclose(weighted_cross_entropy(logits, targets, WEIGHTS),
-                          F.cross_entropy(logits, targets, weight=WEIGHTS))
+    assert torch.allclose(
+        weighted_cross_entropy(logits, targets, WEIGHTS), F.cross_entropy(logits, targets, weight=WEIGHTS)
+    )
 
 
 def test_inverse_frequency_weights():

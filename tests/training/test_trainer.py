@@ -143,9 +143,46 @@ def test_export_segmentation_only_model_runs_in_stock_nnunet(smoke_model, small_
     assert checkpoint["trainer_name"] == "nnUNetTrainer"
     assert not any(k.startswith(("head.", "unet.")) for k in checkpoint["network_weights"])
     out = tmp_path / "pred"
-    run_nnunet("nnUNetv2_predict_from_modelfolder", "-i", str(small_phantom / "test"), "-o", str(out),
-               "-m", str(exported), "-f", "0", "-chk", "checkpoint_final.pth", "-device", "cpu",
-               "--disable_tta", "-npp", "1", "-nps", "1")
+    run_nnunet(
+        "nnUNetv2_predict_from_modelfolder",
+        "-i",
+        str(small_phantom / "test"),
+        "-o",
+        str(out),
+        "-m",
+        str(exported),
+        "-f",
+        "0",
+        "-chk",
+        "checkpoint_final.pth",
+        "-device",
+        "cpu",
+        "--disable_tta",
+        "-npp",
+        "1",
+        "-nps",
+        "1",
+    )
     for image in (small_phantom / "test").glob("*_0000.nii.gz"):
         mask = sitk.ReadImage(str(out / image.name.replace("_0000", "")))
         assert mask.GetSize() == sitk.ReadImage(str(image)).GetSize()
+
+
+def test_head_learns_at_full_rate_whatever_the_loss_weight(trainer_with_batch):
+    """The loss weight limits what reaches the encoder; the head's own gradient is the unweighted one."""
+    from nnunet_mtl.training.distributed import weighted_cross_entropy
+
+    trainer, batch = trainer_with_batch
+    trainer.loss = lambda output, target: output[0].sum() * 0
+    trainer.current_epoch = SMOKE.loss.phase1_epochs
+    network = trainer.multitask_network
+    torch.manual_seed(1)
+    network.zero_grad(set_to_none=True)
+    out = trainer.network(batch["data"], reference_maps=trainer.reference_maps(batch["target"]))
+    weighted_cross_entropy(out.class_logits, trainer.subtype_targets(batch["keys"]), trainer.class_weights).backward()
+    expected = [p.grad.clone() for p in network.head.parameters()]
+    torch.manual_seed(1)
+    trainer.optimizer.step = lambda: None  # keep the weights, look at the gradient
+    trainer.train_step(batch)
+    for parameter, grad in zip(network.head.parameters(), expected):
+        assert torch.allclose(parameter.grad, grad, rtol=1e-4, atol=1e-6)

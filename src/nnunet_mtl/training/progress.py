@@ -74,10 +74,10 @@ class MultitaskLocalLogger(LocalLogger):
         if points:
             best = max(points, key=lambda i: log["wv_combined"][i])
             ax.axvline(best, color="k", ls="--", lw=1)
-            ax.annotate(f"best epoch {best}", (best, 0.02), rotation=90, va="bottom", ha="right")
+            ax.annotate(f"checkpoint_best: epoch {best}", (best, 0.02), rotation=90, va="bottom", ha="right")
         ax.set_ylim(0, 1)
         ax.set_ylabel("whole-volume validation")
-        ax.legend(loc="lower right")
+        ax.legend(loc="upper left", fontsize="small")
 
         ax = axes[3]
         durations = [e - s for e, s in zip(log["epoch_end_timestamps"][:epochs], log["epoch_start_timestamps"])]

@@ -78,6 +78,7 @@ class nnUNetTrainerMultitask(nnUNetTrainer):
         self.best_epoch: int | None = None
         self._subtypes: dict[str, int] | None = None
         self._subtypes_path: Path | None = None
+        self._validation_keys: list[str] | None = None
 
     # ------------------------------------------------------------------ network
 
@@ -278,7 +279,9 @@ class nnUNetTrainerMultitask(nnUNetTrainer):
     # ------------------------------------------------------------------ whole-volume validation
 
     def whole_volume_validation(self, export_folder: Path | None = None) -> ValidationMetrics:
-        _, val_keys = self.do_split()
+        if self._validation_keys is None:
+            self._validation_keys = self.do_split()[1]
+        val_keys = self._validation_keys
         if self.is_ddp:
             import torch.distributed as dist
 
