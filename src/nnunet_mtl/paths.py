@@ -1,9 +1,9 @@
 """Where nnU-Net's three folders live.
 
-nnU-Net reads ``nnUNet_raw``, ``nnUNet_preprocessed`` and ``nnUNet_results`` from the environment when
-``nnunetv2.paths`` is first imported, so :func:`ensure_nnunet_env` must run before any nnU-Net import.
-Where a variable is unset, its folder goes under one default home: ``$NNUNET_MTL_HOME`` if set, else
-``~/.nnunet_mtl``.
+nnU-Net reads ``nnUNet_raw``, ``nnUNet_preprocessed`` and ``nnUNet_results`` from the environment.
+Where a variable is unset, :func:`ensure_nnunet_env` puts its folder under one default home
+(``$NNUNET_MTL_HOME`` if set, else ``~/.nnunet_mtl``) and sets the variable, so that nnU-Net's own worker
+processes see the same folders.
 """
 
 from __future__ import annotations

@@ -32,7 +32,7 @@ from nnunet_mtl.data.subtype_csv import write_subtype_csv
 from nnunet_mtl.model.multitask import MultitaskUNet
 from nnunet_mtl.training.distributed import gather_objects, inverse_frequency_weights, weighted_cross_entropy
 from nnunet_mtl.training.progress import NAN, MultitaskLocalLogger
-from nnunet_mtl.training.validation import ValidationMetrics, summarize, validate_cases
+from nnunet_mtl.training.validation import ValidationMetrics, validate_all_ranks, validate_cases
 
 CHECKPOINT_FORMAT = "nnunet-mtl/1"
 
@@ -304,7 +304,7 @@ class nnUNetTrainerMultitask(nnUNetTrainer):
             )
         finally:
             self.set_deep_supervision_enabled(was_ds)
-        return summarize(sorted(gather_objects(local), key=lambda c: c.name), self.mtl_config)
+        return validate_all_ranks(local, self.mtl_config)
 
     def should_validate(self, epoch: int) -> bool:
         every = self.mtl_config.selection.validate_every
