@@ -31,8 +31,8 @@ from nnunetv2.inference.sliding_window_prediction import compute_gaussian, compu
 from nnunet_mtl.model.multitask import MultitaskOutput, MultitaskUNet, structure_maps
 
 # Peak memory of a forward pass, per voxel and per feature channel of the first stage (fp32, no grad):
-# encoder and decoder activations at full resolution dominate. Measured on this repository's networks
-# (see tests/inference/test_forward.py::test_memory_estimate_is_an_upper_bound); kept conservative.
+# encoder and decoder activations at full resolution dominate. A deliberately conservative guess (10
+# full-resolution fp32 feature maps alive at once), not yet calibrated by measurement.
 BYTES_PER_VOXEL_PER_FEATURE = 40
 FOREGROUND_EPS = 1e-3
 
