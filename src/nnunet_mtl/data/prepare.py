@@ -135,11 +135,11 @@ def prepare_dataset(
     final = raw_root / folder_name
     with staged_directory(final) as stage:
         _write_dataset(stage, data, name, progress or (lambda it, **_: it))
-    _sync_preprocessed_split(preprocessed_root / folder_name, final / SPLITS_FILE)
+    sync_preprocessed_split(preprocessed_root / folder_name, final / SPLITS_FILE)
     return PreparedDataset(final, len(data.labelled), len(data.test))
 
 
-def _sync_preprocessed_split(preprocessed: Path, splits_file: Path) -> None:
+def sync_preprocessed_split(preprocessed: Path, splits_file: Path) -> None:
     """Keep an existing preprocessed folder's split equal to the new one (nnU-Net refuses a mismatch)."""
     target = preprocessed / SPLITS_FILE
     if preprocessed.is_dir() and (not target.exists() or target.read_text() != splits_file.read_text()):

@@ -9,7 +9,6 @@ nnU-Net's own 3d_fullres configuration with a smaller patch, 4 stages of 16-128 
 from __future__ import annotations
 
 import copy
-import json
 import shutil
 from pathlib import Path
 
@@ -17,7 +16,7 @@ import numpy as np
 from batchgenerators.utilities.file_and_folder_operations import load_json, save_json
 
 from nnunet_mtl.config import PRESETS
-from nnunet_mtl.data.prepare import SPLITS_FILE, SUBTYPES_FILE
+from nnunet_mtl.data.prepare import SPLITS_FILE, SUBTYPES_FILE, sync_preprocessed_split
 from nnunet_mtl.errors import InputError
 
 CONFIGURATION = "3d_fullres"
@@ -104,7 +103,4 @@ def _sync_multitask_files(raw: Path, preprocessed: Path) -> None:
     if not (raw / SUBTYPES_FILE).is_file():
         raise InputError(raw / SUBTYPES_FILE, "missing: this dataset was not written by `nnunet-mtl prepare`")
     shutil.copyfile(raw / SUBTYPES_FILE, preprocessed / SUBTYPES_FILE)
-    kept = json.loads((raw / SPLITS_FILE).read_text())
-    used = preprocessed / SPLITS_FILE
-    if not used.is_file() or json.loads(used.read_text())[0] != kept[0]:
-        shutil.copyfile(raw / SPLITS_FILE, used)
+    sync_preprocessed_split(preprocessed, raw / SPLITS_FILE)
