@@ -87,7 +87,6 @@ def predict_sliding_window(
     network: MultitaskUNet,
     data: torch.Tensor,
     patch_size: Sequence[int],
-    has_regions: bool,
     tile_step_size: float = 0.5,
     mirror_axes=None,
 ) -> CasePrediction:
@@ -118,7 +117,7 @@ def predict_sliding_window(
             class_sum = torch.zeros(out.class_logits.shape[1], dtype=torch.float32)
         seg_sum[(slice(None), *tile)] += seg * gaussian
         weight_sum[tile] += gaussian
-        maps = structure_maps(seg[None], has_regions)[0]
+        maps = structure_maps(seg[None], network.has_regions)[0]
         relevance = maps[0] if network.head.pooling in ("avg", "foreground") else maps[1]
         w = float((relevance * gaussian).sum()) + FOREGROUND_EPS
         class_sum += w * out.class_logits[0].cpu()
@@ -134,7 +133,6 @@ def predict_case(
     strides: Sequence[Sequence[int]],
     first_stage_features: int,
     memory_budget_bytes: float,
-    has_regions: bool = True,
     tile_step_size: float = 0.5,
     mirror_axes=None,
 ) -> CasePrediction:
@@ -143,4 +141,4 @@ def predict_case(
     padded_shape = [max(int(np.ceil(s / d) * d), 1) for s, d in zip(data.shape[1:], divisor)]
     if estimated_forward_bytes(padded_shape, first_stage_features) <= memory_budget_bytes:
         return predict_whole_volume(network, data, divisor, mirror_axes)
-    return predict_sliding_window(network, data, patch_size, has_regions, tile_step_size, mirror_axes)
+    return predict_sliding_window(network, data, patch_size, tile_step_size, mirror_axes)

@@ -68,7 +68,6 @@ def validate_cases(
             configuration_manager.pool_op_kernel_sizes,
             features,
             config.inference.memory_budget_gb * 2**30,
-            label_manager.has_regions,
             config.inference.tile_step_size,
         )
         segmentation = convert_predicted_logits_to_segmentation_with_correct_shape(
