@@ -75,19 +75,19 @@ def build_trainers(name: str, plans_identifier: str, device: torch.device):
 
 def seed_style_step(trainer, batch):
     """The seed's forward: full network, then the encoder again for the classification head."""
-    from nnunet_mtl.model.head import intensity_statistics
+    from nnunet_mtl.model.multitask import EncoderTwiceUNet
 
-    network = trainer.multitask_network
+    network = EncoderTwiceUNet(trainer.multitask_network)
     data = batch["data"].to(trainer.device)
     target = [t.to(trainer.device) for t in batch["target"]]
     subtype = trainer.subtype_targets(batch["keys"]).to(trainer.device)
     trainer.optimizer.zero_grad(set_to_none=True)
     with torch.autocast(trainer.device.type) if trainer.device.type == "cuda" else torch.autocast("cpu", enabled=False):
-        segmentation = network.unet(data)
-        maps = trainer.reference_maps(target)  # the same head inputs as the multitask trainer's
-        statistics = intensity_statistics(data, maps[:, 1:], maps[:, :1])
-        logits = network.head(network.unet.encoder(data)[-1], maps[:, 1:], statistics)
-        loss = trainer.loss(segmentation, target) + 0.1 * torch.nn.functional.cross_entropy(logits.float(), subtype)
+        # the same head inputs as the multitask trainer's (pooling on the reference masks)
+        output = network(data, reference_maps=trainer.reference_maps(target))
+        loss = trainer.loss(output.segmentation, target) + 0.1 * torch.nn.functional.cross_entropy(
+            output.class_logits.float(), subtype
+        )
     loss.backward()
     trainer.optimizer.step()
 

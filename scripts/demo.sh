@@ -19,3 +19,7 @@ echo
 echo "final whole-volume validation of checkpoint_best (phantom validation split):"
 sed -n '/^| metric/,/^$/p' "$MODEL/fold_0/validation/metrics.md"
 echo "model folder: $MODEL"
+echo
+echo "predicting the phantom's test split (masks, subtype_results.csv) and scoring it against the answer key:"
+$MTL predict --dataset-id 501 --preset tiny -i "$OUT/phantom/test" -o "$OUT/test_pred"
+$MTL evaluate --pred "$OUT/test_pred" --truth "$OUT/phantom/test_key"

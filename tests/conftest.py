@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -45,3 +47,48 @@ def tree_snapshot(root: Path) -> set[str]:
     if not root.exists():
         return set()
     return {str(p.relative_to(root)) for p in root.rglob("*")}
+
+
+# ------------------------------------------------------------------ a prepared, planned dataset and a model
+
+EXT_TRAINERS = Path(__file__).parent / "training" / "ext_trainers"
+DATASET_ID = 60
+
+
+@pytest.fixture(scope="session")
+def planned_dataset(small_phantom):
+    """The small phantom, prepared and planned with the tiny plan (nnU-Net preprocessing included)."""
+    from nnunet_mtl.cli import main
+    from nnunet_mtl.training.planning import ensure_planned
+
+    assert main(["prepare", str(small_phantom), "--dataset-id", str(DATASET_ID)]) == 0
+    name, plans = ensure_planned(DATASET_ID, "tiny", num_processes=1, log=lambda *_: None)
+    return name, plans
+
+
+def nnunet_env() -> dict:
+    from nnunet_mtl.training.run import trainer_folder
+
+    env = os.environ.copy()
+    env["nnUNet_extTrainer"] = os.pathsep.join([str(trainer_folder()), str(EXT_TRAINERS)])
+    env["nnUNet_n_proc_DA"] = "1"
+    return env
+
+
+def run_nnunet(*args: str) -> subprocess.CompletedProcess:
+    binary = Path(sys.executable).with_name(args[0])
+    result = subprocess.run([str(binary), *args[1:]], capture_output=True, text=True, env=nnunet_env())
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result
+
+
+def train_with_nnunet(name: str, plans: str, trainer: str) -> tuple[Path, subprocess.CompletedProcess]:
+    command = ["nnUNetv2_train", str(DATASET_ID), "3d_fullres", "0", "-tr", trainer, "-p", plans]
+    result = run_nnunet(*command, "-device", "cpu", "--val_best")
+    return _NNUNET_ROOT / "nnUNet_results" / name / f"{trainer}__{plans}__3d_fullres", result
+
+
+@pytest.fixture(scope="session")
+def smoke_model(planned_dataset):
+    """A 3-epoch model trained through stock ``nnUNetv2_train`` with our trainer found via nnUNet_extTrainer."""
+    return train_with_nnunet(*planned_dataset, "nnUNetTrainerMultitaskSmoke")

@@ -114,6 +114,92 @@ def cmd_export_seg(args: argparse.Namespace) -> int:
     return 0
 
 
+def _model_dir(args: argparse.Namespace) -> Path:
+    if args.model_dir is not None:
+        return args.model_dir
+    if args.dataset_id is None:
+        raise InputError(None, "give --dataset-id N (with --preset) or --model-dir DIR")
+    from nnunet_mtl.paths import ensure_nnunet_env
+
+    ensure_nnunet_env()
+    from nnunet_mtl.inference.model import model_folder_for
+
+    return model_folder_for(args.dataset_id, args.preset)
+
+
+def _check_device(device: str) -> None:
+    import torch
+
+    if device == "cuda" and not torch.cuda.is_available():
+        raise InputError(None, "--device cuda but no CUDA device is available")
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from nnunet_mtl.config import InferenceConfig
+    from nnunet_mtl.inference.cases import find_input_cases
+    from nnunet_mtl.inference.model import load_model
+    from nnunet_mtl.inference.predictor import MultitaskPredictor
+    from nnunet_mtl.io import check_writable_dir
+
+    _check_device(args.device)
+    cases = find_input_cases(args.input)
+    model = load_model(_model_dir(args), args.fold, args.checkpoint, args.device)
+    check_writable_dir(args.output)
+    config = InferenceConfig(
+        memory_budget_gb=args.memory_budget_gb, tile_step_size=args.tile_step_size, precision=args.precision
+    )
+    predictor = MultitaskPredictor(model, args.device, args.tta, config)
+    start = time.perf_counter()
+    results = predictor.predict_folder(
+        cases,
+        args.output,
+        overwrite=args.overwrite,
+        progress=lambda items, total: _progress(items, total=total, desc="predict"),
+    )
+    paths = {r.path for r in results}
+    print(
+        f"predicted {len(results)} cases with {len(model.networks)} model(s) ({', '.join(model.members)}; "
+        f"{'/'.join(sorted(paths))} path, {predictor.precision}{', TTA' if args.tta else ''}) "
+        f"in {time.perf_counter() - start:.1f} s: masks and subtype_results.csv in {args.output}"
+    )
+    return 0
+
+
+def cmd_benchmark(args: argparse.Namespace) -> int:
+    from nnunet_mtl.inference.benchmark import run_benchmark
+    from nnunet_mtl.inference.cases import find_input_cases
+    from nnunet_mtl.inference.model import CHECKPOINT_NAMES, available_folds
+
+    _check_device(args.device)
+    if len(args.checkpoint) > 1:
+        raise InputError(None, "benchmark compares one checkpoint; give a single --checkpoint")
+    cases = find_input_cases(args.input)
+    model_dir = _model_dir(args)
+    checkpoint_file = CHECKPOINT_NAMES[args.checkpoint[0]]
+    if not available_folds(model_dir, checkpoint_file):
+        raise InputError(model_dir, f"no fold_*/{checkpoint_file} in the model folder")
+    if args.truth is not None:
+        from nnunet_mtl.evaluation.evaluate import find_truth
+
+        find_truth(args.truth)
+    if args.max_cases:
+        cases = cases[: args.max_cases]
+    benchmark = run_benchmark(
+        model_dir,
+        cases,
+        args.out,
+        device=args.device,
+        truth_dir=args.truth,
+        labels=args.labels,
+        folds=args.fold,
+        checkpoint=args.checkpoint[0],
+        log=lambda message: print(message, file=sys.stderr),
+    )
+    print(benchmark["table"])
+    print(f"wrote {args.out / 'benchmark.json'} and {args.out / 'benchmark.md'}")
+    return 0
+
+
 # ------------------------------------------------------------------------------------------ parser
 
 
@@ -147,9 +233,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--shape",
         type=_int_list,
-        default=(48, 64, 64),
+        default=(32, 48, 48),
         metavar="Z,Y,X",
-        help="median volume size in voxels; each case varies by up to 15%% (default 48,64,64)",
+        help="median volume size in voxels; each case varies by up to 15%% (default 32,48,48: like the real "
+        "data under nnU-Net's default plan, the tiny plan's patch covers a median case)",
     )
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty OUT_DIR")
     p.set_defaults(func=cmd_phantom)
@@ -179,7 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, metavar="DIR", help="output folder (default PRED/evaluation)")
     p.set_defaults(func=cmd_evaluate)
 
-    from nnunet_mtl.config import PRESETS
+    from nnunet_mtl.config import PRESETS, InferenceConfig
 
     p = sub.add_parser("train", help="plan/preprocess where missing, then train the multitask nnU-Net")
     p.add_argument("--dataset-id", type=int, required=True, metavar="N")
@@ -211,7 +298,56 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--folds", type=int, nargs="+", default=[0])
     p.add_argument("--checkpoint", choices=["best", "final"], default="best")
     p.set_defaults(func=cmd_export_seg)
+
+    p = sub.add_parser("predict", help="masks and subtypes for a folder of CT images (one forward pass per case)")
+    _add_model_arguments(p)
+    p.add_argument("-i", "--input", type=Path, required=True, metavar="IN_DIR", help="<case>_0000.nii.gz images")
+    p.add_argument("-o", "--output", type=Path, required=True, metavar="OUT_DIR")
+    p.add_argument("--tta", action="store_true", help="average both outputs over all mirrorings (8 passes)")
+    p.add_argument("--overwrite", action="store_true", help="predict again cases already in OUT_DIR")
+    p.add_argument(
+        "--memory-budget-gb",
+        type=float,
+        default=InferenceConfig.memory_budget_gb,
+        metavar="GB",
+        help="whole-volume forward when its estimated peak memory fits, else sliding window "
+        f"(default {InferenceConfig.memory_budget_gb:g})",
+    )
+    p.add_argument("--tile-step-size", type=float, default=InferenceConfig.tile_step_size, metavar="F")
+    p.add_argument(
+        "--precision",
+        choices=["auto", "fp32", "bf16", "fp16"],
+        default="auto",
+        help="auto: fp16 autocast on CUDA, fp32 on CPU (faster than bf16 on CPUs without bf16 units)",
+    )
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("benchmark", help="time stock nnU-Net, the seed's way and nnunet-mtl on the same weights")
+    _add_model_arguments(p)
+    p.add_argument("-i", "--input", type=Path, required=True, metavar="IN_DIR", help="<case>_0000.nii.gz images")
+    p.add_argument("--truth", type=Path, metavar="DIR", help="truth masks (split folder or flat folder)")
+    p.add_argument("--labels", type=Path, metavar="CSV", help="truth subtypes (Names,Subtype)")
+    p.add_argument("--out", type=Path, default=Path("benchmark"), metavar="DIR", help="default ./benchmark")
+    p.add_argument("--max-cases", type=int, default=0, metavar="N", help="only the first N cases (0: all)")
+    p.set_defaults(func=cmd_benchmark)
     return parser
+
+
+def _add_model_arguments(p: argparse.ArgumentParser) -> None:
+    from nnunet_mtl.config import PRESETS
+
+    p.add_argument("--dataset-id", type=int, metavar="N", help="the model that `train --dataset-id N` wrote")
+    p.add_argument("--preset", choices=list(PRESETS), default="tiny", help="the preset it was trained with")
+    p.add_argument("--model-dir", type=Path, metavar="DIR", help="a model folder (instead of --dataset-id)")
+    p.add_argument("--fold", type=int, nargs="+", metavar="F", help="folds to average (default: all present)")
+    p.add_argument(
+        "--checkpoint",
+        nargs="+",
+        choices=["best", "final"],
+        default=["best"],
+        help="checkpoint(s) to average (default best)",
+    )
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Literal
 
 Pooling = Literal["avg", "foreground", "lesion"]
+Precision = Literal["auto", "fp32", "bf16", "fp16"]
 
 
 @dataclass(frozen=True)
@@ -72,7 +73,10 @@ class SelectionConfig:
 @dataclass(frozen=True)
 class InferenceConfig:
     memory_budget_gb: float = 6.0  # whole-volume forward if its estimated peak memory fits, else sliding window
-    tile_step_size: float = 0.5
+    tile_step_size: float = 0.5  # sliding-window step, as a fraction of the patch (nnU-Net's default)
+    # "auto": fp16 autocast on CUDA (as nnU-Net); fp32 on CPU, where bf16 autocast measured far slower
+    # on CPUs without bf16 units (`nnunet-mtl benchmark` reports both)
+    precision: Precision = "auto"
 
 
 @dataclass(frozen=True)
@@ -86,6 +90,21 @@ class MultitaskConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> MultitaskConfig:
+        """The inverse of :meth:`to_dict` (as stored in checkpoints); unknown keys are an error."""
+        head = dict(values.get("head", {}))
+        if "hidden" in head:
+            head["hidden"] = tuple(head["hidden"])
+        return cls(
+            num_subtypes=values.get("num_subtypes", 3),
+            head=HeadConfig(**head),
+            schedule=ScheduleConfig(**values.get("schedule", {})),
+            loss=LossConfig(**values.get("loss", {})),
+            selection=SelectionConfig(**values.get("selection", {})),
+            inference=InferenceConfig(**values.get("inference", {})),
+        )
 
 
 DEFAULT = MultitaskConfig()

@@ -54,7 +54,7 @@ def test_resenc_m_preset_plans_with_nnunet_resenc_planner(planned_dataset, nnune
 
     from nnunet_mtl.training.planning import ensure_planned
     from nnunet_mtl.training.trainer import nnUNetTrainerMultitask
-    from tests.training.conftest import DATASET_ID
+    from tests.conftest import DATASET_ID
 
     name, plans_identifier = ensure_planned(DATASET_ID, "resenc-m", num_processes=1, log=lambda *_: None)
     assert plans_identifier == "nnUNetResEncUNetMPlans"

@@ -10,7 +10,7 @@ from batchgenerators.utilities.file_and_folder_operations import load_json
 from nnunet_mtl.data.layout import scan_assignment_data
 from nnunet_mtl.training.distributed import inverse_frequency_weights
 from nnunet_mtl.training.trainer import UnknownCaseError
-from tests.training.conftest import run_nnunet
+from tests.conftest import run_nnunet
 from tests.training.ext_trainers.smoke_trainers import (
     SMOKE,
     nnUNetTrainerMultitaskSmoke,

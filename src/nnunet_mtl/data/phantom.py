@@ -42,7 +42,10 @@ class PhantomSpec:
     train: tuple[int, ...] = (10, 14, 12)
     validation: tuple[int, ...] = (4, 4, 4)
     test: int = 12
-    shape: tuple[int, ...] = (48, 64, 64)  # median (z, y, x) in voxels
+    # median (z, y, x) in voxels. As nnU-Net's default plan's patch covers the real data's median case,
+    # the tiny plan's patch (32x48x48) covers the phantom's, so whole-volume and tiled inference see the
+    # same context as training.
+    shape: tuple[int, ...] = (32, 48, 48)
 
     def __post_init__(self) -> None:
         for split in (self.train, self.validation):

@@ -3,7 +3,10 @@
 Two paths, chosen by an estimate of the forward pass's peak memory against a budget:
 
 * **whole volume** - pad each axis to the network's divisibility (the product of its pooling strides on
-  that axis), run ONE forward pass, crop back. The subtype logits are the head's output for that pass.
+  that axis), and at least to the patch size, run ONE forward pass, crop back. The subtype logits are
+  the head's output for that pass. Padding a small volume up to the patch makes the pass identical to
+  nnU-Net's single tile: the network was trained on patches, and its instance normalisation sees the
+  padded zeros.
 * **sliding window** - nnU-Net's tiling (tile = patch size, step 0.5 by default) with its Gaussian
   weighting for the segmentation. The subtype logits are averaged over tiles, weighted by how much of
   the structure the head pools over (the lesion by default; the whole pancreas for average pooling)
@@ -30,10 +33,12 @@ from nnunetv2.inference.sliding_window_prediction import compute_gaussian, compu
 
 from nnunet_mtl.model.multitask import MultitaskOutput, MultitaskUNet, structure_maps
 
-# Peak memory of a forward pass, per voxel and per feature channel of the first stage (fp32, no grad):
-# encoder and decoder activations at full resolution dominate. A deliberately conservative guess (10
-# full-resolution fp32 feature maps alive at once), not yet calibrated by measurement.
-BYTES_PER_VOXEL_PER_FEATURE = 40
+# Peak memory of a whole-volume forward pass (fp32, no grad) = voxels x first-stage features x BYTES + a
+# fixed overhead. Measured by benchmarks/forward_memory.py on PlainConvUNet (tiny and default plans) and
+# ResEnc-M: 30.3-32.9 bytes per voxel and feature at 0.8-3.5 M voxels, plus about 50 MiB. The
+# constants keep about 10% above the largest measurement.
+BYTES_PER_VOXEL_PER_FEATURE = 36
+FORWARD_OVERHEAD_BYTES = 96 * 2**20
 FOREGROUND_EPS = 1e-3
 
 
@@ -51,7 +56,8 @@ def divisibility(strides: Sequence[Sequence[int]]) -> tuple[int, ...]:
 
 
 def estimated_forward_bytes(spatial_shape: Sequence[int], first_stage_features: int) -> int:
-    return int(np.prod(spatial_shape)) * first_stage_features * BYTES_PER_VOXEL_PER_FEATURE
+    voxels = int(np.prod(spatial_shape))
+    return voxels * first_stage_features * BYTES_PER_VOXEL_PER_FEATURE + FORWARD_OVERHEAD_BYTES
 
 
 def _mirror_combinations(mirror_axes: Sequence[int] | None) -> list[tuple[int, ...]]:
@@ -73,10 +79,16 @@ def _forward_with_mirroring(network: MultitaskUNet, x: torch.Tensor, mirror_axes
 
 @torch.inference_mode()
 def predict_whole_volume(
-    network: MultitaskUNet, data: torch.Tensor, divisor: Sequence[int], mirror_axes=None
+    network: MultitaskUNet,
+    data: torch.Tensor,
+    strides: Sequence[Sequence[int]],
+    mirror_axes=None,
+    patch_size: Sequence[int] | None = None,
 ) -> CasePrediction:
+    """Pad (to the divisibility, and to ``patch_size`` if given), one forward pass (per flip), crop back."""
     device = next(network.parameters()).device
-    padded, slicer = pad_nd_image(data, None, "constant", {"value": 0}, True, list(divisor))
+    minimum = None if patch_size is None else [int(p) for p in patch_size]
+    padded, slicer = pad_nd_image(data, minimum, "constant", {"value": 0}, True, list(divisibility(strides)))
     out, passes = _forward_with_mirroring(network, padded[None].to(device), mirror_axes)
     segmentation = out.segmentation[0][(slice(None), *slicer[1:])]
     return CasePrediction(segmentation.cpu(), out.class_logits[0].cpu(), "whole", passes)
@@ -126,6 +138,26 @@ def predict_sliding_window(
     return CasePrediction(segmentation, class_sum / class_weight, "sliding", passes)
 
 
+def whole_volume_shape(
+    spatial_shape: Sequence[int], strides: Sequence[Sequence[int]], patch_size: Sequence[int] | None = None
+) -> list[int]:
+    """The padded shape the whole-volume path feeds the network."""
+    minimum = patch_size or [1] * len(spatial_shape)
+    return [int(np.ceil(max(s, m) / d) * d) for s, m, d in zip(spatial_shape, minimum, divisibility(strides))]
+
+
+def choose_path(
+    spatial_shape: Sequence[int],
+    strides: Sequence[Sequence[int]],
+    first_stage_features: int,
+    budget_bytes: float,
+    patch_size: Sequence[int] | None = None,
+) -> str:
+    """ "whole" when the padded volume's estimated forward memory fits ``budget_bytes``, else "sliding"."""
+    padded = whole_volume_shape(spatial_shape, strides, patch_size)
+    return "whole" if estimated_forward_bytes(padded, first_stage_features) <= budget_bytes else "sliding"
+
+
 def predict_case(
     network: MultitaskUNet,
     data: torch.Tensor,
@@ -137,8 +169,6 @@ def predict_case(
     mirror_axes=None,
 ) -> CasePrediction:
     """Whole-volume forward when its estimated peak memory fits the budget, else sliding window."""
-    divisor = divisibility(strides)
-    padded_shape = [max(int(np.ceil(s / d) * d), 1) for s, d in zip(data.shape[1:], divisor)]
-    if estimated_forward_bytes(padded_shape, first_stage_features) <= memory_budget_bytes:
-        return predict_whole_volume(network, data, divisor, mirror_axes)
+    if choose_path(data.shape[1:], strides, first_stage_features, memory_budget_bytes, patch_size) == "whole":
+        return predict_whole_volume(network, data, strides, mirror_axes, patch_size)
     return predict_sliding_window(network, data, patch_size, tile_step_size, mirror_axes)

@@ -7,7 +7,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from nnunet_mtl.config import HeadConfig
+from nnunet_mtl.config import HeadConfig, MultitaskConfig
 from nnunet_mtl.model.head import ClassificationHead, intensity_statistics
 
 SEGMENTATION_PREFIX = "unet."
@@ -69,6 +69,16 @@ class MultitaskUNet(nn.Module):
         skips = self.unet.encoder(x)
         segmentation = self.unet.decoder(skips)
         bottleneck = skips[-1].detach() if detach_head_input else skips[-1]
+        return MultitaskOutput(segmentation, self.classify(x, bottleneck, segmentation, reference_maps))
+
+    def classify(
+        self,
+        x: torch.Tensor,
+        bottleneck: torch.Tensor,
+        segmentation: torch.Tensor | list[torch.Tensor],
+        reference_maps: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Subtype logits from the bottleneck, pooled over the (reference or predicted) structure maps."""
         maps = reference_maps
         if maps is None and (self.head.pooling != "avg" or self.head.use_intensity_statistics):
             full_resolution = segmentation[0] if isinstance(segmentation, (list, tuple)) else segmentation
@@ -79,7 +89,7 @@ class MultitaskUNet(nn.Module):
             else None
         )
         statistics = intensity_statistics(x, maps[:, 1:], maps[:, :1]) if self.head.use_intensity_statistics else None
-        return MultitaskOutput(segmentation, self.head(bottleneck, weights, statistics))
+        return self.head(bottleneck, weights, statistics)
 
     def segmentation_state_dict(self) -> dict[str, torch.Tensor]:
         return {
@@ -87,3 +97,48 @@ class MultitaskUNet(nn.Module):
             for key, value in self.state_dict().items()
             if key.startswith(SEGMENTATION_PREFIX)
         }
+
+
+def build_multitask_network(
+    configuration_manager,
+    num_input_channels: int,
+    num_output_channels: int,
+    config: MultitaskConfig,
+    deep_supervision: bool,
+    has_regions: bool = True,
+) -> MultitaskUNet:
+    """nnU-Net's network for a plans configuration, wrapped with the subtype head of ``config``."""
+    from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
+
+    unet = get_network_from_plans(
+        configuration_manager.network_arch_class_name,
+        configuration_manager.network_arch_init_kwargs,
+        configuration_manager.network_arch_init_kwargs_req_import,
+        num_input_channels,
+        num_output_channels,
+        allow_init=True,
+        deep_supervision=deep_supervision,
+    )
+    return MultitaskUNet(unet, config.num_subtypes, config.head, has_regions, num_input_channels)
+
+
+class EncoderTwiceUNet(nn.Module):
+    """The seed system's forward, kept only as a benchmark reference: the full U-Net for the segmentation,
+    then the encoder AGAIN for the head. Same weights and outputs as ``multitask``, one extra encoder pass."""
+
+    def __init__(self, multitask: MultitaskUNet):
+        super().__init__()
+        self.multitask = multitask
+
+    @property
+    def head(self) -> nn.Module:
+        return self.multitask.head
+
+    @property
+    def has_regions(self) -> bool:
+        return self.multitask.has_regions
+
+    def forward(self, x: torch.Tensor, reference_maps: torch.Tensor | None = None) -> MultitaskOutput:
+        segmentation = self.multitask.unet(x)
+        bottleneck = self.multitask.unet.encoder(x)[-1]
+        return MultitaskOutput(segmentation, self.multitask.classify(x, bottleneck, segmentation, reference_maps))

@@ -20,7 +20,6 @@ import torch
 from nnunetv2.training.loss.dice import get_tp_fp_fn_tn
 from nnunetv2.training.lr_scheduler.polylr import PolyLRScheduler
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
-from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
 from nnunetv2.utilities.helpers import dummy_context
 from torch import autocast
 from torch._dynamo import OptimizedModule
@@ -29,7 +28,7 @@ from torch.nn.parallel import DistributedDataParallel
 from nnunet_mtl.config import DEFAULT, TINY, MultitaskConfig
 from nnunet_mtl.data.prepare import SUBTYPES_FILE
 from nnunet_mtl.data.subtype_csv import write_subtype_csv
-from nnunet_mtl.model.multitask import MultitaskUNet
+from nnunet_mtl.model.multitask import MultitaskUNet, build_multitask_network
 from nnunet_mtl.training.distributed import gather_objects, inverse_frequency_weights, weighted_cross_entropy
 from nnunet_mtl.training.progress import NAN, MultitaskLocalLogger
 from nnunet_mtl.training.validation import ValidationMetrics, validate_all_ranks, validate_cases
@@ -91,16 +90,9 @@ class nnUNetTrainerMultitask(nnUNetTrainer):
         num_output_channels: int,
         enable_deep_supervision: bool = True,
     ) -> MultitaskUNet:
-        unet = get_network_from_plans(
-            configuration_manager.network_arch_class_name,
-            configuration_manager.network_arch_init_kwargs,
-            configuration_manager.network_arch_init_kwargs_req_import,
-            num_input_channels,
-            num_output_channels,
-            allow_init=True,
-            deep_supervision=enable_deep_supervision,
+        return build_multitask_network(
+            configuration_manager, num_input_channels, num_output_channels, cls.mtl_config, enable_deep_supervision
         )
-        return MultitaskUNet(unet, cls.mtl_config.num_subtypes, cls.mtl_config.head, image_channels=num_input_channels)
 
     def initialize(self):
         super().initialize()

@@ -1,0 +1,190 @@
+"""``nnunet-mtl benchmark``: stock nnU-Net, the seed's way and nnunet-mtl on the same weights and cases.
+
+Rows (each method in its own fresh process, one after another, so peak memory is its own):
+
+* (a)  stock nnU-Net's ``nnUNetPredictor`` with its defaults (tile step 0.5, Gaussian, 8-flip mirroring)
+  on the segmentation part of the weights (``export-seg``), through its public API;
+* (a') nnunet-mtl with stock's workload (sliding window, step 0.5, 8 flips). Stock nnU-Net has no
+  subtype head, so (a')'s subtypes (the head over the same tiles and flips) are the reference for the
+  class agreement, and its masks show that our sliding window reproduces stock's;
+* (b)  the seed's way: whole volume, the full network and then the encoder again for the head;
+* (c)  ``nnunet-mtl predict`` with its defaults; (d) with ``--tta``;
+* (c*) (c) in the other precision (bf16 autocast on CPU, fp32 on CUDA), for the precision choice.
+
+Seconds per case are the median over cases of preprocessing + forward + export run in sequence; the
+folder column is each tool's batch mode (nnU-Net's worker processes, our overlapped threads) divided by
+the number of cases.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import replace
+from multiprocessing import get_context
+from pathlib import Path
+
+from nnunet_mtl.data.layout import Case
+from nnunet_mtl.inference.benchmark_methods import MethodSpec, run_method
+from nnunet_mtl.io import write_text_atomic
+
+METHODS = ("a", "a_ref", "b", "c", "d", "c_alt")
+LABELS = {
+    "a": "(a) stock nnU-Net predictor (step 0.5, Gaussian, 8 flips)",
+    "a_ref": "(a') nnunet-mtl with stock's tiles and flips",
+    "b": "(b) seed: whole volume, encoder twice",
+    "c": "(c) nnunet-mtl predict",
+    "d": "(d) nnunet-mtl predict --tta",
+    "c_alt": "(c*) nnunet-mtl predict, other precision",
+}
+
+
+def method_specs(
+    model_dir: Path, stock_dir: Path, cases: list[Case], out_dir: Path, device: str, folds, checkpoint: str
+) -> dict[str, MethodSpec]:
+    base = MethodSpec("", "", "ours", model_dir, folds, checkpoint, device, out_dir, tuple(cases))
+    alt_precision = "bf16" if device == "cpu" else "fp32"
+    specs = {
+        "a": replace(base, kind="stock", model_dir=stock_dir),
+        "a_ref": replace(base, path="sliding", tta=True, folder_run=False),
+        "b": replace(base, path="whole", encoder_twice=True),
+        "c": base,
+        "d": replace(base, tta=True),
+        "c_alt": replace(base, precision=alt_precision, folder_run=False),
+    }
+    return {
+        key: replace(spec, key=key, label=LABELS[key], out_dir=out_dir / key)
+        for key, spec in specs.items()
+        if key in METHODS
+    }
+
+
+def _in_fresh_process(spec: MethodSpec) -> dict:
+    spec.out_dir.mkdir(parents=True, exist_ok=True)
+    with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:
+        return pool.submit(run_method, spec).result()
+
+
+def _dice_means(pred_dir: Path, truth_dir: Path, labels: Path | None, names: list[str]) -> dict:
+    from nnunet_mtl.evaluation.evaluate import evaluate_folder
+
+    evaluation = evaluate_folder(pred_dir, truth_dir, labels, cases=names)
+    summary = evaluation.to_json()
+    return {
+        "dice_whole": summary["segmentation"]["whole_pancreas"]["mean_dice"],
+        "dice_lesion": summary["segmentation"]["lesion"]["mean_dice"],
+        "macro_f1": None if evaluation.classification is None else evaluation.classification.macro_f1,
+    }
+
+
+def score(results: dict[str, dict], specs: dict[str, MethodSpec], truth_dir: Path | None, labels: Path | None):
+    names = [c.name for c in next(iter(specs.values())).cases]
+    stock = results["a"]
+    stock_median = statistics.median(stock["seconds_per_case"].values())
+    reference_classes = results.get("a_ref", {}).get("subtypes")
+    if "a_ref" in results:
+        stock["forward_passes_per_case"] = results["a_ref"]["forward_passes_per_case"]
+    for key, result in results.items():
+        median = statistics.median(result["seconds_per_case"].values())
+        result["median_seconds_per_case"] = median
+        result["speedup_vs_a"] = stock_median / median
+        if result["folder_seconds"] is not None:
+            result["folder_seconds_per_case"] = result["folder_seconds"] / len(names)
+        if key != "a":
+            agreement = _dice_means(specs[key].out_dir, specs["a"].out_dir, None, names)
+            result["dice_to_a"] = {"whole": agreement["dice_whole"], "lesion": agreement["dice_lesion"]}
+        classes = result["subtypes"] if key != "a" else reference_classes
+        if classes is not None and reference_classes is not None:
+            result["class_agreement_with_a"] = sum(classes[n] == reference_classes[n] for n in names) / len(names)
+        if truth_dir is not None:
+            result["truth"] = _dice_means(specs[key].out_dir, truth_dir, labels, names)
+    if truth_dir is not None:
+        for key, result in results.items():
+            result["truth"]["delta_whole_vs_a"] = result["truth"]["dice_whole"] - stock["truth"]["dice_whole"]
+            result["truth"]["delta_lesion_vs_a"] = result["truth"]["dice_lesion"] - stock["truth"]["dice_lesion"]
+            if key == "a" and "a_ref" in results:
+                result["truth"]["macro_f1"] = results["a_ref"]["truth"]["macro_f1"]
+
+
+def _fmt(value, spec: str = ".3f") -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def markdown_table(benchmark: dict) -> str:
+    rows = benchmark["methods"]
+    with_truth = benchmark["truth"] is not None
+    memory = "CUDA peak MiB" if benchmark["device"] == "cuda" else "peak RSS MiB"
+    header = ["method", "s/case (median)", "x faster than (a)", "folder s/case", "passes/case"]
+    if with_truth:
+        header += ["Dice whole", "Dice lesion", "Δ whole vs (a)", "Δ lesion vs (a)", "macro F1"]
+    header += ["Dice to (a) whole/lesion", "class agreement with (a)", "precision", memory]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for key, r in rows.items():
+        cells = [
+            LABELS[key],
+            _fmt(r["median_seconds_per_case"]),
+            _fmt(r["speedup_vs_a"], ".1f"),
+            _fmt(r.get("folder_seconds_per_case")),
+            _fmt(r.get("forward_passes_per_case"), ".0f"),
+        ]
+        if with_truth:
+            t = r["truth"]
+            cells += [
+                _fmt(t["dice_whole"], ".4f"),
+                _fmt(t["dice_lesion"], ".4f"),
+                _fmt(t["delta_whole_vs_a"], "+.4f"),
+                _fmt(t["delta_lesion_vs_a"], "+.4f"),
+                _fmt(t["macro_f1"], ".3f"),
+            ]
+        to_a = r.get("dice_to_a")
+        cells += [
+            "-" if to_a is None else f"{_fmt(to_a['whole'], '.4f')} / {_fmt(to_a['lesion'], '.4f')}",
+            _fmt(r.get("class_agreement_with_a"), ".0%"),
+            r["precision"],
+            _fmt(r.get("cuda_peak_mib") or r["peak_rss_mib"], ".0f"),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def run_benchmark(
+    model_dir: Path,
+    cases: list[Case],
+    out_dir: Path,
+    device: str = "cpu",
+    truth_dir: Path | None = None,
+    labels: Path | None = None,
+    folds=None,
+    checkpoint: str = "best",
+    methods=METHODS,
+    log=print,
+) -> dict:
+    from nnunet_mtl.inference.model import available_folds
+    from nnunet_mtl.model.export import export_segmentation_model
+
+    out_dir = Path(out_dir)
+    checkpoint_file = f"checkpoint_{checkpoint}.pth"
+    folds = tuple(folds) if folds else tuple(available_folds(model_dir, checkpoint_file))
+    stock_dir = export_segmentation_model(model_dir, out_dir / "stock_model", folds, checkpoint_file)
+    specs = method_specs(model_dir, stock_dir, cases, out_dir, device, folds, checkpoint)
+    specs = {k: v for k, v in specs.items() if k in methods or k in ("a", "a_ref")}
+    results = {}
+    for key, spec in specs.items():
+        log(f"benchmark: {spec.label} on {len(cases)} cases")
+        results[key] = _in_fresh_process(spec)
+    score(results, specs, truth_dir, labels)
+    benchmark = {
+        "model_dir": str(model_dir),
+        "folds": list(folds),
+        "checkpoint": checkpoint,
+        "device": device,
+        "num_cases": len(cases),
+        "truth": None if truth_dir is None else str(truth_dir),
+        "methods": results,
+    }
+    table = markdown_table(benchmark)
+    write_text_atomic(out_dir / "benchmark.json", json.dumps(benchmark, indent=2) + "\n")
+    write_text_atomic(out_dir / "benchmark.md", table + "\n")
+    benchmark["table"] = table
+    return benchmark

@@ -1,0 +1,139 @@
+"""A trained multitask model folder, loaded for prediction.
+
+The folder is nnU-Net's: ``plans.json``, ``dataset.json`` and ``fold_F/checkpoint_<name>.pth``. Weights
+are read with ``torch.load(weights_only=True)``: nnunet-mtl's checkpoints hold only tensors and plain
+values, so no pickled code runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from nnunet_mtl.config import PRESETS, MultitaskConfig
+from nnunet_mtl.errors import InputError
+from nnunet_mtl.model.export import load_multitask_checkpoint
+from nnunet_mtl.model.multitask import MultitaskUNet, build_multitask_network
+
+CHECKPOINT_NAMES = {"best": "checkpoint_best.pth", "final": "checkpoint_final.pth", "latest": "checkpoint_latest.pth"}
+
+
+@dataclass
+class LoadedModel:
+    folder: Path
+    plans_manager: object  # nnU-Net's PlansManager
+    configuration_manager: object  # nnU-Net's ConfigurationManager
+    label_manager: object  # nnU-Net's LabelManager
+    dataset_json: dict
+    config: MultitaskConfig  # as trained (head form, number of subtypes)
+    networks: list[MultitaskUNet]  # one per fold and checkpoint; their outputs are averaged
+    members: list[str]  # "fold_0/checkpoint_best.pth", ... in the order of ``networks``
+    mirror_axes: tuple[int, ...] | None
+
+    @property
+    def first_stage_features(self) -> int:
+        return int(self.configuration_manager.network_arch_init_kwargs["features_per_stage"][0])
+
+
+def model_folder_for(dataset_id: int, preset: str) -> Path:
+    """The model folder ``nnunet-mtl train --dataset-id N --preset P`` writes."""
+    from nnunet_mtl.training.planning import dataset_name_for
+    from nnunet_mtl.training.run import model_folder
+
+    chosen = PRESETS[preset]
+    return model_folder(dataset_name_for(dataset_id), chosen.trainer, chosen.plans_identifier)
+
+
+def available_folds(folder: Path, checkpoint_file: str) -> list[int]:
+    folds = []
+    for child in Path(folder).glob("fold_*"):
+        suffix = child.name[len("fold_") :]
+        if suffix.isdigit() and (child / checkpoint_file).is_file():
+            folds.append(int(suffix))
+    return sorted(folds)
+
+
+def _read_json(path: Path) -> dict:
+    import json
+
+    if not path.is_file():
+        raise InputError(path, "missing from the model folder")
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise InputError(path, "not valid JSON") from None
+
+
+def _check_compatible(path: Path, checkpoint: dict, plans: dict, dataset_json: dict) -> None:
+    state = checkpoint["multitask"]
+    if state.get("dataset_name") not in (None, plans.get("dataset_name")):
+        raise InputError(
+            path, f"trained on dataset {state['dataset_name']}, but the model folder is {plans.get('dataset_name')}"
+        )
+    if state.get("labels") is not None and state["labels"] != dataset_json.get("labels"):
+        raise InputError(path, "its label set differs from the model folder's dataset.json")
+
+
+def load_model(
+    folder: Path,
+    folds: Sequence[int] | None = None,
+    checkpoints: Sequence[str] = ("best",),
+    device: torch.device | str = "cpu",
+) -> LoadedModel:
+    """Load every (fold, checkpoint) member of a model folder; ``folds=None`` takes all folds present."""
+    from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError(folder, "model folder not found")
+    plans = _read_json(folder / "plans.json")
+    dataset_json = _read_json(folder / "dataset.json")
+    files = [CHECKPOINT_NAMES.get(c, c) for c in checkpoints]
+    if folds is None:
+        folds = available_folds(folder, files[0])
+        if not folds:
+            raise InputError(folder, f"no fold_*/{files[0]} in the model folder")
+    plans_manager = PlansManager(plans)
+    checkpoint_paths = [folder / f"fold_{fold}" / name for fold in folds for name in files]
+    loaded = [load_multitask_checkpoint(path) for path in checkpoint_paths]
+    for path, checkpoint in zip(checkpoint_paths, loaded):
+        _check_compatible(path, checkpoint, plans, dataset_json)
+    configuration = loaded[0]["init_args"]["configuration"]
+    if configuration not in plans.get("configurations", {}):
+        raise InputError(folder / "plans.json", f"has no configuration {configuration!r} used by the checkpoint")
+    configuration_manager = plans_manager.get_configuration(configuration)
+    label_manager = plans_manager.get_label_manager(dataset_json)
+    config = MultitaskConfig.from_dict(loaded[0]["multitask"]["config"])
+    in_channels = determine_num_input_channels(plans_manager, configuration_manager, dataset_json)
+    networks = []
+    for path, checkpoint in zip(checkpoint_paths, loaded):
+        network = build_multitask_network(
+            configuration_manager,
+            in_channels,
+            label_manager.num_segmentation_heads,
+            MultitaskConfig.from_dict(checkpoint["multitask"]["config"]),
+            deep_supervision=False,
+            has_regions=label_manager.has_regions,
+        )
+        try:
+            network.load_state_dict(checkpoint["network_weights"])
+        except RuntimeError as err:
+            first = str(err).strip().splitlines()[1] if len(str(err).splitlines()) > 1 else str(err)
+            raise InputError(path, f"weights do not fit the model folder's plans ({first.strip()})") from None
+        networks.append(network.to(device).eval())
+    mirroring = loaded[0].get("inference_allowed_mirroring_axes")
+    return LoadedModel(
+        folder,
+        plans_manager,
+        configuration_manager,
+        label_manager,
+        dataset_json,
+        config,
+        networks,
+        [str(p.relative_to(folder)) for p in checkpoint_paths],
+        tuple(mirroring) if mirroring is not None else None,
+    )

@@ -1,0 +1,269 @@
+"""The multitask predictor: nnU-Net's preprocessing and export around one forward pass per case.
+
+:meth:`MultitaskPredictor.predict_folder` overlaps the three stages: while case ``i`` is in the
+network, case ``i + 1`` is read and preprocessed in one background thread and case ``i - 1`` is
+resampled back and written in another (both threads live for the whole run; no pool is spawned per
+case). Every mask and CSV is written to a temporary name and renamed, and a case counts as done only
+when its mask and its record exist, so an interrupted run leaves no partial file and a rerun does only
+the rest.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from nnunet_mtl.config import InferenceConfig, Precision
+from nnunet_mtl.data.layout import Case
+from nnunet_mtl.data.subtype_csv import write_subtype_csv
+from nnunet_mtl.inference.cases import mask_file_name, read_image, write_mask
+from nnunet_mtl.inference.forward import (
+    CasePrediction,
+    choose_path,
+    predict_sliding_window,
+    predict_whole_volume,
+)
+from nnunet_mtl.inference.model import LoadedModel
+from nnunet_mtl.io import write_text_atomic
+
+RECORDS_FOLDER = ".nnunet-mtl"  # per-case records inside the output folder, for resuming
+RESULTS_CSV = "subtype_results.csv"
+PROBABILITIES_CSV = "subtype_probabilities.csv"
+PathChoice = str  # "auto", "whole" or "sliding"
+
+
+def resolve_precision(precision: Precision, device: torch.device) -> str:
+    if precision != "auto":
+        return precision
+    return "fp16" if device.type == "cuda" else "fp32"
+
+
+def _autocast(precision: str, device: torch.device):
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    return torch.autocast(device.type, dtype=dtype)
+
+
+@dataclass(frozen=True)
+class PreprocessedCase:
+    case: Case
+    data: torch.Tensor  # (channels, *spatial) after nnU-Net's cropping, resampling and normalisation
+    properties: dict  # nnU-Net's properties, needed to restore the input geometry
+    seconds: float
+
+
+@dataclass(frozen=True)
+class CaseResult:
+    name: str
+    subtype: int
+    probabilities: list[float]
+    path: str  # "whole" or "sliding"
+    forward_passes: int
+    seconds: dict[str, float] = field(default_factory=dict)  # preprocess, forward, export
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+class MultitaskPredictor:
+    def __init__(
+        self,
+        model: LoadedModel,
+        device: torch.device | str = "cpu",
+        tta: bool = False,
+        config: InferenceConfig | None = None,
+        path: PathChoice = "auto",
+    ):
+        self.model = model
+        self.device = torch.device(device)
+        self.config = config or InferenceConfig()
+        self.precision = resolve_precision(self.config.precision, self.device)
+        self.mirror_axes = (model.mirror_axes or ()) if tta else None
+        self.path = path
+        self.preprocessor = model.configuration_manager.preprocessor_class(verbose=False)
+        self.export_threads = max(1, torch.get_num_threads())
+        for network in model.networks:
+            network.to(self.device).eval()
+
+    def budget_bytes(self) -> float:
+        """The memory budget in fp32 terms: half-precision activations take half the bytes, and on CUDA
+        the budget never exceeds 90% of the free device memory."""
+        budget = self.config.memory_budget_gb * 2**30
+        if self.device.type == "cuda":
+            budget = min(budget, 0.9 * torch.cuda.mem_get_info(self.device)[0])
+        return budget * (2 if self.precision in ("fp16", "bf16") else 1)
+
+    # ------------------------------------------------------------------ the three stages
+
+    def preprocess(self, case: Case) -> PreprocessedCase:
+        start = time.perf_counter()
+        data, properties = read_image(case.image)
+        model = self.model
+        data, _, properties = self.preprocessor.run_case_npy(
+            data, None, properties, model.plans_manager, model.configuration_manager, model.dataset_json
+        )
+        tensor = torch.from_numpy(np.ascontiguousarray(data, dtype=np.float32))
+        return PreprocessedCase(case, tensor, properties, time.perf_counter() - start)
+
+    def forward(self, data: torch.Tensor) -> CasePrediction:
+        """Both outputs for one preprocessed case, averaged over the model's members (folds, checkpoints)."""
+        manager = self.model.configuration_manager
+        path = self.path
+        if path == "auto":
+            path = choose_path(
+                data.shape[1:],
+                manager.pool_op_kernel_sizes,
+                self.model.first_stage_features,
+                self.budget_bytes(),
+                manager.patch_size,
+            )
+        predictions = []
+        with _autocast(self.precision, self.device):
+            for network in self.model.networks:
+                if path == "whole":
+                    predictions.append(
+                        predict_whole_volume(
+                            network, data, manager.pool_op_kernel_sizes, self.mirror_axes, manager.patch_size
+                        )
+                    )
+                else:
+                    predictions.append(
+                        predict_sliding_window(
+                            network, data, manager.patch_size, self.config.tile_step_size, self.mirror_axes
+                        )
+                    )
+        if len(predictions) == 1:
+            return predictions[0]
+        return CasePrediction(
+            torch.stack([p.segmentation_logits for p in predictions]).mean(0),
+            torch.stack([p.class_logits for p in predictions]).mean(0),
+            path,
+            sum(p.num_forward_passes for p in predictions),
+        )
+
+    def segmentation_of(self, prediction: CasePrediction, properties: dict) -> np.ndarray:
+        """The (z, y, x) label map in the input's geometry, through nnU-Net's own export."""
+        from nnunetv2.inference.export_prediction import convert_predicted_logits_to_segmentation_with_correct_shape
+
+        model = self.model
+        return convert_predicted_logits_to_segmentation_with_correct_shape(
+            prediction.segmentation_logits,
+            model.plans_manager,
+            model.configuration_manager,
+            model.label_manager,
+            properties,
+            num_threads_torch=self.export_threads,
+        )
+
+    def export(
+        self, pre: PreprocessedCase, prediction: CasePrediction, out_dir: Path, forward_seconds: float
+    ) -> CaseResult:
+        start = time.perf_counter()
+        segmentation = self.segmentation_of(prediction, pre.properties)
+        probabilities = torch.softmax(prediction.class_logits.float(), 0)
+        result_seconds = {"preprocess": pre.seconds, "forward": forward_seconds}
+        result = CaseResult(
+            pre.case.name,
+            int(probabilities.argmax()),
+            [float(p) for p in probabilities],
+            prediction.path,
+            prediction.num_forward_passes,
+            result_seconds,
+        )
+        # record first, mask last: a case is done only when its mask exists
+        _write_record(out_dir, result)
+        write_mask(segmentation, pre.properties, Path(out_dir) / mask_file_name(pre.case.name))
+        result_seconds["export"] = time.perf_counter() - start
+        return result
+
+    # ------------------------------------------------------------------ whole runs
+
+    def predict_case(self, case: Case, out_dir: Path) -> CaseResult:
+        """Preprocess, forward and export one case in sequence (no overlap)."""
+        pre = self.preprocess(case)
+        start = time.perf_counter()
+        prediction = self.forward(pre.data)
+        return self.export(pre, prediction, out_dir, time.perf_counter() - start)
+
+    def predict_folder(
+        self,
+        cases: Sequence[Case],
+        out_dir: Path,
+        overwrite: bool = False,
+        progress: Callable[[Iterable, int], Iterable] | None = None,
+    ) -> list[CaseResult]:
+        """Predict every case (those already done are skipped unless ``overwrite``) and write the CSVs."""
+        out_dir = Path(out_dir)
+        done = {} if overwrite else finished_cases(out_dir, cases)
+        todo = [c for c in cases if c.name not in done]
+        results = dict(done)
+        with (
+            ThreadPoolExecutor(1, thread_name_prefix="preprocess") as reader,
+            ThreadPoolExecutor(1, thread_name_prefix="export") as writer,
+        ):
+            exports: list[Future] = []
+            upcoming = reader.submit(self.preprocess, todo[0]) if todo else None
+            indices = range(len(todo)) if progress is None else progress(range(len(todo)), len(todo))
+            for i in indices:
+                pre = upcoming.result()
+                upcoming = reader.submit(self.preprocess, todo[i + 1]) if i + 1 < len(todo) else None
+                start = time.perf_counter()
+                prediction = self.forward(pre.data)
+                exports.append(writer.submit(self.export, pre, prediction, out_dir, time.perf_counter() - start))
+                _raise_finished_errors(exports)
+            for future in exports:
+                result = future.result()
+                results[result.name] = result
+        ordered = [results[c.name] for c in cases]
+        write_subtype_outputs(out_dir, ordered)
+        return ordered
+
+
+def _raise_finished_errors(futures: list[Future]) -> None:
+    for future in futures:
+        if future.done() and future.exception() is not None:
+            raise future.exception()
+
+
+def _record_path(out_dir: Path, name: str) -> Path:
+    return Path(out_dir) / RECORDS_FOLDER / f"{name}.json"
+
+
+def _write_record(out_dir: Path, result: CaseResult) -> None:
+    write_text_atomic(_record_path(out_dir, result.name), json.dumps(result.to_json()) + "\n")
+
+
+def finished_cases(out_dir: Path, cases: Iterable[Case]) -> dict[str, CaseResult]:
+    """Cases whose mask and record both exist in ``out_dir`` (from an earlier, maybe interrupted, run)."""
+    done = {}
+    for case in cases:
+        record = _record_path(out_dir, case.name)
+        if record.is_file() and (Path(out_dir) / mask_file_name(case.name)).is_file():
+            try:
+                done[case.name] = CaseResult(**json.loads(record.read_text()))
+            except (json.JSONDecodeError, TypeError):
+                continue  # an unreadable record: predict the case again
+    return done
+
+
+def write_subtype_outputs(out_dir: Path, results: Sequence[CaseResult]) -> list[Path]:
+    """``subtype_results.csv`` (``Names,Subtype``) and ``subtype_probabilities.csv`` (one column per class)."""
+    out_dir = Path(out_dir)
+    write_subtype_csv(out_dir / RESULTS_CSV, {r.name: r.subtype for r in results})
+    num_classes = len(results[0].probabilities) if results else 0
+    lines = ["Names," + ",".join(f"p{k}" for k in range(num_classes))]
+    lines += [
+        f"{mask_file_name(r.name)}," + ",".join(f"{p:.6f}" for p in r.probabilities)
+        for r in sorted(results, key=lambda r: r.name)
+    ]
+    write_text_atomic(out_dir / PROBABILITIES_CSV, "\n".join(lines) + "\n")
+    return [out_dir / RESULTS_CSV, out_dir / PROBABILITIES_CSV]
