@@ -23,11 +23,11 @@ def test_benchmark_compares_all_methods_on_the_same_weights(smoke_model, small_p
         assert math.isclose(row["speedup_vs_a"], stock["median_seconds_per_case"] / row["median_seconds_per_case"])
         assert row["peak_rss_mib"] > 0
     # (a') does stock's work (same tiles, 8 flips) with our code: the same masks as stock nnU-Net
-    assert methods["a_ref"]["forward_passes_per_case"] == stock["forward_passes_per_case"] >= 8
-    assert methods["a_ref"]["class_agreement_with_a"] == 1.0
+    assert methods["a_ref"]["forward_passes_per_case"] >= 8
     for region in ("whole", "lesion"):
         value = methods["a_ref"]["dice_to_a"][region]
         assert value is None or value > 0.99
+    assert "class_agreement_with_a" not in stock and stock["subtypes"] is None  # stock has no subtype head
     assert methods["c"]["forward_passes_per_case"] == 1 and methods["c"]["paths"] == ["whole"]
     assert methods["d"]["forward_passes_per_case"] == 8
     assert methods["b"]["forward_passes_per_case"] == 1

@@ -72,7 +72,8 @@ def test_padding_is_to_the_divisibility_and_cropping_is_exact(shape):
     data = torch.randn(1, *shape)
     result = _predict(network, data, budget=1e12)
     (seen,) = network.seen_shapes
-    assert all(s % d == 0 and s - d < n <= s for s, d, n in zip(seen, (4, 8, 8), shape))
+    # the smallest multiple of the divisibility that holds the volume and the patch
+    assert seen == tuple(-(-max(n, p) // d) * d for n, p, d in zip(shape, PATCH, (4, 8, 8)))
     assert torch.equal(result.segmentation_logits[0], data[0])
     assert torch.equal(result.segmentation_logits[1], data[0])
 

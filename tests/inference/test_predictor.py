@@ -209,3 +209,50 @@ def test_whole_volume_and_sliding_window_paths_agree(model, small_phantom):
             masks = [whole.segmentation_of(o, pre.properties) for o in outputs]
             assert np.array_equal(*masks)
     assert compared >= 1
+
+
+def test_reading_equals_nnunets_own_reader_and_preprocessing(model, odd_geometry_images):
+    from nnunetv2.imageio.simpleitk_reader_writer import SimpleITKIO
+
+    predictor = MultitaskPredictor(model)
+    for case in find_input_cases(odd_geometry_images):
+        ours = predictor.preprocess(case)
+        data, _, properties = predictor.preprocessor.run_case(
+            [str(case.image)], None, model.plans_manager, model.configuration_manager, model.dataset_json
+        )
+        assert model.plans_manager.image_reader_writer_class is SimpleITKIO
+        np.testing.assert_array_equal(ours.data.numpy(), data)
+        assert ours.properties.keys() == properties.keys()
+        for key, value in properties.items():
+            np.testing.assert_array_equal(
+                np.asarray(ours.properties[key], dtype=object), np.asarray(value, dtype=object)
+            )
+
+
+def test_bad_case_stops_the_run_cleanly_and_a_rerun_finishes(model_dir, small_phantom, tmp_path, capsys):
+    import shutil
+
+    images = tmp_path / "images"
+    shutil.copytree(small_phantom / "test", images)
+    bad = images / "quiz_999_0000.nii.gz"  # sorted last: the good cases are done first
+    bad.write_bytes(b"\x1f\x8b not really gzip")
+    out = tmp_path / "pred"
+    args = ["predict", "--model-dir", str(model_dir), "-i", str(images), "-o", str(out)]
+    assert main(args) == 2
+    assert capsys.readouterr().err.strip() == f"nnunet-mtl: error: {bad}: corrupt or truncated gzip data"
+    good = sorted(p.name.replace("_0000", "") for p in images.glob("quiz_0*_0000.nii.gz"))
+    assert sorted(p.name for p in out.glob("*.nii.gz")) == good  # complete masks only
+    assert not (out / "subtype_results.csv").exists()
+    assert not [p for p in out.rglob("*") if p.name.startswith(".tmp-")]
+    stamps = {name: (out / name).stat().st_mtime_ns for name in good}
+    bad.unlink()
+    assert main(args) == 0
+    assert {name: (out / name).stat().st_mtime_ns for name in good} == stamps
+    assert len((out / "subtype_results.csv").read_text().splitlines()) == len(good) + 1
+
+
+def test_rerun_with_other_settings_predicts_again(model, small_phantom, tmp_path):
+    cases = find_input_cases(small_phantom / "test")[:2]
+    plain = MultitaskPredictor(model).predict_folder(cases, tmp_path)
+    with_tta = MultitaskPredictor(model, tta=True).predict_folder(cases, tmp_path)
+    assert [r.forward_passes for r in plain] == [1, 1] and [r.forward_passes for r in with_tta] == [8, 8]

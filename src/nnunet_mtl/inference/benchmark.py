@@ -94,17 +94,17 @@ def score(results: dict[str, dict], specs: dict[str, MethodSpec], truth_dir: Pat
         if key != "a":
             agreement = _dice_means(specs[key].out_dir, specs["a"].out_dir, None, names)
             result["dice_to_a"] = {"whole": agreement["dice_whole"], "lesion": agreement["dice_lesion"]}
-        classes = result["subtypes"] if key != "a" else reference_classes
-        if classes is not None and reference_classes is not None:
+        classes = result["subtypes"]
+        if key != "a" and classes is not None and reference_classes is not None:
             result["class_agreement_with_a"] = sum(classes[n] == reference_classes[n] for n in names) / len(names)
         if truth_dir is not None:
             result["truth"] = _dice_means(specs[key].out_dir, truth_dir, labels, names)
     if truth_dir is not None:
-        for key, result in results.items():
-            result["truth"]["delta_whole_vs_a"] = result["truth"]["dice_whole"] - stock["truth"]["dice_whole"]
-            result["truth"]["delta_lesion_vs_a"] = result["truth"]["dice_lesion"] - stock["truth"]["dice_lesion"]
-            if key == "a" and "a_ref" in results:
-                result["truth"]["macro_f1"] = results["a_ref"]["truth"]["macro_f1"]
+        for result in results.values():
+            for region in ("whole", "lesion"):
+                ours, theirs = result["truth"][f"dice_{region}"], stock["truth"][f"dice_{region}"]
+                delta = None if ours is None or theirs is None else ours - theirs
+                result["truth"][f"delta_{region}_vs_a"] = delta
 
 
 def _fmt(value, spec: str = ".3f") -> str:

@@ -40,11 +40,14 @@ class MethodSpec:
     precision: str = "auto"
     encoder_twice: bool = False  # ours: the seed's forward (full network, then the encoder again)
     folder_run: bool = True  # also time the folder (batch) mode
-    threads: int = 0  # torch intra-op threads; 0: all cores
+    threads: int = 0  # torch intra-op threads; 0: all cores, at most nnU-Net's default_num_processes
 
 
 def run_method(spec: MethodSpec) -> dict:
-    torch.set_num_threads(spec.threads or os.cpu_count() or 1)
+    from nnunetv2.configuration import default_num_processes
+
+    # stock nnU-Net caps its forward at default_num_processes threads: every method gets the same
+    torch.set_num_threads(spec.threads or min(os.cpu_count() or 1, default_num_processes))
     device = torch.device(spec.device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()

@@ -106,9 +106,14 @@ def load_model(
     if configuration not in plans.get("configurations", {}):
         raise InputError(folder / "plans.json", f"has no configuration {configuration!r} used by the checkpoint")
     configuration_manager = plans_manager.get_configuration(configuration)
+    reader = plans.get("image_reader_writer", "SimpleITKIO")
+    if reader != "SimpleITKIO":
+        raise InputError(folder / "plans.json", f"uses image reader {reader}; nnunet-mtl predicts with SimpleITKIO")
     label_manager = plans_manager.get_label_manager(dataset_json)
     config = MultitaskConfig.from_dict(loaded[0]["multitask"]["config"])
     in_channels = determine_num_input_channels(plans_manager, configuration_manager, dataset_json)
+    if in_channels != 1:
+        raise InputError(folder / "dataset.json", f"model takes {in_channels} channels; nnunet-mtl reads one (_0000)")
     networks = []
     for path, checkpoint in zip(checkpoint_paths, loaded):
         network = build_multitask_network(

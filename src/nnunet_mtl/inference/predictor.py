@@ -69,6 +69,7 @@ class CaseResult:
     path: str  # "whole" or "sliding"
     forward_passes: int
     seconds: dict[str, float] = field(default_factory=dict)  # preprocess, forward, export
+    settings: str = ""  # what produced it (model members, TTA, precision): a rerun reuses only its own
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -91,6 +92,17 @@ class MultitaskPredictor:
         self.path = path
         self.preprocessor = model.configuration_manager.preprocessor_class(verbose=False)
         self.export_threads = max(1, torch.get_num_threads())
+        self.settings = json.dumps(
+            {
+                "model": str(model.folder.resolve()),
+                "members": model.members,
+                "tta": tta,
+                "precision": self.precision,
+                "path": path,
+                "tile_step_size": self.config.tile_step_size,
+            },
+            sort_keys=True,
+        )
         for network in model.networks:
             network.to(self.device).eval()
 
@@ -99,7 +111,9 @@ class MultitaskPredictor:
         the budget never exceeds 90% of the free device memory."""
         budget = self.config.memory_budget_gb * 2**30
         if self.device.type == "cuda":
-            budget = min(budget, 0.9 * torch.cuda.mem_get_info(self.device)[0])
+            free = torch.cuda.mem_get_info(self.device)[0]
+            cached = torch.cuda.memory_reserved(self.device) - torch.cuda.memory_allocated(self.device)
+            budget = min(budget, 0.9 * (free + cached))
         return budget * (2 if self.precision in ("fp16", "bf16") else 1)
 
     # ------------------------------------------------------------------ the three stages
@@ -178,11 +192,13 @@ class MultitaskPredictor:
             prediction.path,
             prediction.num_forward_passes,
             result_seconds,
+            self.settings,
         )
-        # record first, mask last: a case is done only when its mask exists
-        _write_record(out_dir, result)
+        # a case is done when its record exists: drop an old one, write the mask, then the record
+        _record_path(out_dir, result.name).unlink(missing_ok=True)
         write_mask(segmentation, pre.properties, Path(out_dir) / mask_file_name(pre.case.name))
         result_seconds["export"] = time.perf_counter() - start
+        _write_record(out_dir, result)
         return result
 
     # ------------------------------------------------------------------ whole runs
@@ -203,35 +219,32 @@ class MultitaskPredictor:
     ) -> list[CaseResult]:
         """Predict every case (those already done are skipped unless ``overwrite``) and write the CSVs."""
         out_dir = Path(out_dir)
-        done = {} if overwrite else finished_cases(out_dir, cases)
+        done = {} if overwrite else finished_cases(out_dir, cases, self.settings)
         todo = [c for c in cases if c.name not in done]
         results = dict(done)
         with (
             ThreadPoolExecutor(1, thread_name_prefix="preprocess") as reader,
             ThreadPoolExecutor(1, thread_name_prefix="export") as writer,
         ):
-            exports: list[Future] = []
             upcoming = reader.submit(self.preprocess, todo[0]) if todo else None
+            exporting: Future | None = None
             indices = range(len(todo)) if progress is None else progress(range(len(todo)), len(todo))
             for i in indices:
                 pre = upcoming.result()
                 upcoming = reader.submit(self.preprocess, todo[i + 1]) if i + 1 < len(todo) else None
                 start = time.perf_counter()
                 prediction = self.forward(pre.data)
-                exports.append(writer.submit(self.export, pre, prediction, out_dir, time.perf_counter() - start))
-                _raise_finished_errors(exports)
-            for future in exports:
-                result = future.result()
+                seconds = time.perf_counter() - start
+                if exporting is not None:  # at most one case waits for export: memory stays bounded
+                    result = exporting.result()
+                    results[result.name] = result
+                exporting = writer.submit(self.export, pre, prediction, out_dir, seconds)
+            if exporting is not None:
+                result = exporting.result()
                 results[result.name] = result
         ordered = [results[c.name] for c in cases]
         write_subtype_outputs(out_dir, ordered)
         return ordered
-
-
-def _raise_finished_errors(futures: list[Future]) -> None:
-    for future in futures:
-        if future.done() and future.exception() is not None:
-            raise future.exception()
 
 
 def _record_path(out_dir: Path, name: str) -> Path:
@@ -242,16 +255,19 @@ def _write_record(out_dir: Path, result: CaseResult) -> None:
     write_text_atomic(_record_path(out_dir, result.name), json.dumps(result.to_json()) + "\n")
 
 
-def finished_cases(out_dir: Path, cases: Iterable[Case]) -> dict[str, CaseResult]:
-    """Cases whose mask and record both exist in ``out_dir`` (from an earlier, maybe interrupted, run)."""
+def finished_cases(out_dir: Path, cases: Iterable[Case], settings: str | None = None) -> dict[str, CaseResult]:
+    """Cases of an earlier (maybe interrupted) run into ``out_dir`` with a mask and a record, made with
+    the same ``settings`` (model, TTA, precision) when given."""
     done = {}
     for case in cases:
         record = _record_path(out_dir, case.name)
         if record.is_file() and (Path(out_dir) / mask_file_name(case.name)).is_file():
             try:
-                done[case.name] = CaseResult(**json.loads(record.read_text()))
+                result = CaseResult(**json.loads(record.read_text()))
             except (json.JSONDecodeError, TypeError):
                 continue  # an unreadable record: predict the case again
+            if settings is None or result.settings == settings:
+                done[case.name] = result
     return done
 
 
