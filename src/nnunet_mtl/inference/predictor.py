@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -37,7 +38,7 @@ from nnunet_mtl.io import write_text_atomic
 RECORDS_FOLDER = ".nnunet-mtl"  # per-case records inside the output folder, for resuming
 RESULTS_CSV = "subtype_results.csv"
 PROBABILITIES_CSV = "subtype_probabilities.csv"
-PathChoice = str  # "auto", "whole" or "sliding"
+PathChoice = Literal["auto", "whole", "sliding"]
 
 
 def resolve_precision(precision: Precision, device: torch.device) -> str:
