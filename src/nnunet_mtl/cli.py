@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from nnunet_mtl import __version__
-from nnunet_mtl.errors import InputError
+from nnunet_mtl.errors import InputError, require_device
 
 
 def _int_list(text: str) -> tuple[int, ...]:
@@ -127,13 +127,6 @@ def _model_dir(args: argparse.Namespace) -> Path:
     return model_folder_for(args.dataset_id, args.preset)
 
 
-def _check_device(device: str) -> None:
-    import torch
-
-    if device == "cuda" and not torch.cuda.is_available():
-        raise InputError(None, "--device cuda but no CUDA device is available")
-
-
 def cmd_predict(args: argparse.Namespace) -> int:
     from nnunet_mtl.config import InferenceConfig
     from nnunet_mtl.inference.cases import find_input_cases
@@ -141,7 +134,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from nnunet_mtl.inference.predictor import MultitaskPredictor
     from nnunet_mtl.io import check_writable_dir
 
-    _check_device(args.device)
+    require_device(args.device)
     cases = find_input_cases(args.input)
     model = load_model(_model_dir(args), args.fold, args.checkpoint, args.device)
     check_writable_dir(args.output)
@@ -170,7 +163,7 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     from nnunet_mtl.inference.cases import find_input_cases
     from nnunet_mtl.inference.model import CHECKPOINT_NAMES, available_folds
 
-    _check_device(args.device)
+    require_device(args.device)
     if len(args.checkpoint) > 1:
         raise InputError(None, "benchmark compares one checkpoint; give a single --checkpoint")
     cases = find_input_cases(args.input)

@@ -17,3 +17,11 @@ class InputError(Exception):
         self.path = None if path is None else Path(path)
         self.problem = " ".join(str(problem).split())  # always one line
         super().__init__(self.problem if path is None else f"{path}: {self.problem}")
+
+
+def require_device(device: str) -> None:
+    """Refuse ``cuda`` where PyTorch sees no CUDA device."""
+    import torch
+
+    if device == "cuda" and not torch.cuda.is_available():
+        raise InputError(None, "--device cuda but no CUDA device is available")

@@ -53,11 +53,7 @@ def method_specs(
         "d": replace(base, tta=True),
         "c_alt": replace(base, precision=alt_precision, folder_run=False),
     }
-    return {
-        key: replace(spec, key=key, label=LABELS[key], out_dir=out_dir / key)
-        for key, spec in specs.items()
-        if key in METHODS
-    }
+    return {key: replace(spec, key=key, label=LABELS[key], out_dir=out_dir / key) for key, spec in specs.items()}
 
 
 def _in_fresh_process(spec: MethodSpec) -> dict:

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from nnunet_mtl.config import PRESETS
-from nnunet_mtl.errors import InputError
+from nnunet_mtl.errors import InputError, require_device
 from nnunet_mtl.training.planning import CONFIGURATION, ensure_planned
 
 EXT_TRAINER_VARIABLE = "nnUNet_extTrainer"
@@ -44,8 +44,7 @@ def train(
     """Train one fold; the final validation runs on ``checkpoint_best`` (selected on the combined metric)."""
     if preset not in PRESETS:
         raise InputError(None, f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise InputError(None, "--device cuda but no CUDA device is available")
+    require_device(device)
     if num_gpus > 1 and device != "cuda":
         raise InputError(None, "--num-gpus > 1 needs --device cuda (nnU-Net's DDP uses NCCL)")
     name, plans_identifier = ensure_planned(dataset_id, preset, num_processes)
