@@ -1,3 +1,5 @@
+import os
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -5,7 +7,14 @@ import pytest
 import SimpleITK as sitk
 
 from nnunet_mtl.errors import InputError
-from nnunet_mtl.io import Geometry, atomic_path, read_volume, staged_directory, write_image_atomic
+from nnunet_mtl.io import (
+    Geometry,
+    atomic_path,
+    check_writable_dir,
+    read_volume,
+    staged_directory,
+    write_image_atomic,
+)
 
 
 def _image(shape=(4, 5, 6), spacing=(0.8, 0.8, 2.0), origin=(1.0, 2.0, 3.0)) -> sitk.Image:
@@ -91,3 +100,43 @@ def test_read_volume_refuses_2d_and_4d(tmp_path):
 def test_read_volume_missing_file(tmp_path):
     with pytest.raises(InputError, match="not found"):
         read_volume(Path(tmp_path / "nope.nii.gz"))
+
+
+def test_atomic_writes_get_the_usual_permissions_not_the_temp_files(tmp_path):
+    from nnunet_mtl.io import staged_directory, write_text_atomic
+
+    umask = os.umask(0o022)
+    os.umask(umask)
+    write_text_atomic(tmp_path / "a.txt", "x")
+    with staged_directory(tmp_path / "folder") as stage:
+        write_text_atomic(stage / "b.txt", "y")
+    assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o666 & ~umask
+    assert (tmp_path / "folder").stat().st_mode & 0o777 == 0o777 & ~umask
+    assert (tmp_path / "folder" / "b.txt").stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_failed_writes_remove_the_folders_they_created(tmp_path):
+    with pytest.raises(RuntimeError), staged_directory(tmp_path / "a" / "b" / "out"):
+        raise RuntimeError
+    with pytest.raises(RuntimeError), atomic_path(tmp_path / "c" / "d" / "x.txt"):
+        raise RuntimeError
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_check_writable_dir_creates_nothing(tmp_path):
+    check_writable_dir(tmp_path / "a" / "b")
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(InputError, match="is a file, not a folder"):
+        check_writable_dir(tmp_path / "file" / "out")
+    with pytest.raises(InputError, match="existing file"):
+        check_writable_dir(tmp_path / "file")
+
+
+def test_input_error_survives_pickling():
+    error = pickle.loads(pickle.dumps(InputError(Path("/data/x.nii.gz"), "empty file")))
+    assert (error.path, error.problem, str(error)) == (
+        Path("/data/x.nii.gz"),
+        "empty file",
+        "/data/x.nii.gz: empty file",
+    )

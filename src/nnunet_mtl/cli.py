@@ -12,6 +12,7 @@ import time
 import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import NoReturn
 
 from nnunet_mtl import __version__
 from nnunet_mtl.errors import InputError, require_device
@@ -92,6 +93,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         continue_training=args.continue_training,
         num_gpus=args.num_gpus,
         num_processes=args.num_processes,
+        wandb=args.wandb,
     )
     print(f"trained {args.preset} fold {args.fold} in {time.perf_counter() - start:.0f} s: {folder}")
     return 0
@@ -129,15 +131,14 @@ def _model_dir(args: argparse.Namespace) -> Path:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from nnunet_mtl.config import InferenceConfig
-    from nnunet_mtl.inference.cases import find_input_cases
+    from nnunet_mtl.inference.cases import check_output_folder, find_input_cases
     from nnunet_mtl.inference.model import load_model
     from nnunet_mtl.inference.predictor import MultitaskPredictor
-    from nnunet_mtl.io import check_writable_dir
 
     require_device(args.device)
     cases = find_input_cases(args.input)
     model = load_model(_model_dir(args), args.fold, args.checkpoint, args.device)
-    check_writable_dir(args.output)
+    check_output_folder(args.input, args.output)
     config = InferenceConfig(
         memory_budget_gb=args.memory_budget_gb, tile_step_size=args.tile_step_size, precision=args.precision
     )
@@ -148,6 +149,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         args.output,
         overwrite=args.overwrite,
         progress=lambda items, total: _progress(items, total=total, desc="predict"),
+        log=print,
     )
     paths = {r.path for r in results}
     print(
@@ -159,24 +161,19 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_benchmark(args: argparse.Namespace) -> int:
-    from nnunet_mtl.inference.benchmark import run_benchmark
+    from nnunet_mtl.inference.benchmark import check_inputs, run_benchmark
     from nnunet_mtl.inference.cases import find_input_cases
-    from nnunet_mtl.inference.model import CHECKPOINT_NAMES, available_folds
 
     require_device(args.device)
     if len(args.checkpoint) > 1:
         raise InputError(None, "benchmark compares one checkpoint; give a single --checkpoint")
+    if args.max_cases < 0:
+        raise InputError(None, f"--max-cases must be >= 0, got {args.max_cases}")
     cases = find_input_cases(args.input)
-    model_dir = _model_dir(args)
-    checkpoint_file = CHECKPOINT_NAMES[args.checkpoint[0]]
-    if not available_folds(model_dir, checkpoint_file):
-        raise InputError(model_dir, f"no fold_*/{checkpoint_file} in the model folder")
-    if args.truth is not None:
-        from nnunet_mtl.evaluation.evaluate import find_truth
-
-        find_truth(args.truth)
     if args.max_cases:
         cases = cases[: args.max_cases]
+    model_dir = _model_dir(args)
+    check_inputs(model_dir, cases, args.out, args.truth, args.labels, args.fold, args.checkpoint[0])
     benchmark = run_benchmark(
         model_dir,
         cases,
@@ -193,11 +190,46 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from nnunet_mtl.io import check_writable_dir
+    from nnunet_mtl.report.build import build_report, collect_sources
+
+    out = args.out or (args.pred or args.model_dir) / "report"
+    sources = collect_sources(
+        args.model_dir, args.fold, args.pred, args.truth, args.labels, args.images, args.benchmark
+    )
+    check_writable_dir(out)
+    report = build_report(sources, out)
+    print(f"wrote {report} (self-contained), report.md, metrics.json and the PNGs in {out}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from nnunet_mtl.demo import run_demo, summary_table
+    from nnunet_mtl.io import check_writable_dir
+
+    check_writable_dir(args.out)
+    metrics = run_demo(args.out, seed=args.seed)
+    print()
+    print(f"phantom test split ({metrics['num_cases']} cases), whole volume:")
+    print(summary_table(metrics))
+    print()
+    print(f"report: {(args.out / 'report' / 'report.html').resolve()}")
+    return 0
+
+
 # ------------------------------------------------------------------------------------------ parser
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one line too, with exit code 2 (sub-commands' parsers are of this class as well)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"nnunet-mtl: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="nnunet-mtl",
         description="Multitask nnU-Net v2 for 3D CT pancreas: segmentation and lesion subtype in one pass.",
     )
@@ -280,6 +312,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="resume from the latest checkpoint (phase, class weights, best metric, early stopping)",
     )
     p.add_argument("--num-processes", type=int, default=2, help="processes for nnU-Net's preprocessing")
+    p.add_argument(
+        "--wandb",
+        action="store_true",
+        help="also log to Weights & Biases, offline unless nnUNet_wandb_mode=online (pip install 'nnunet-mtl[wandb]')",
+    )
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("trainer-path", help="print the folder to put in nnUNet_extTrainer")
@@ -323,6 +360,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("benchmark"), metavar="DIR", help="default ./benchmark")
     p.add_argument("--max-cases", type=int, default=0, metavar="N", help="only the first N cases (0: all)")
     p.set_defaults(func=cmd_benchmark)
+
+    p = sub.add_parser("report", help="HTML report: metrics vs targets, training curves, confusion, cases, overlays")
+    p.add_argument("--model-dir", type=Path, required=True, metavar="DIR", help="the trained model folder")
+    p.add_argument("--fold", type=int, metavar="F", help="fold whose training log is shown (default: the first)")
+    p.add_argument("--pred", type=Path, metavar="DIR", help="predictions to score (default: the final validation)")
+    p.add_argument("--truth", type=Path, metavar="DIR", help="truth masks for --pred (split or flat folder)")
+    p.add_argument("--labels", type=Path, metavar="CSV", help="truth subtypes (Names,Subtype)")
+    p.add_argument("--images", type=Path, metavar="DIR", help="CT images for the overlays (default: --truth)")
+    p.add_argument("--benchmark", type=Path, metavar="PATH", help="benchmark.json (or its folder) to include")
+    p.add_argument("--out", type=Path, metavar="DIR", help="default PRED/report, else MODEL_DIR/report")
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("demo", help="phantom -> prepare -> train (tiny, CPU) -> predict -> evaluate -> report")
+    p.add_argument("--out", type=Path, default=Path("demo_out"), metavar="DIR", help="default ./demo_out")
+    p.add_argument("--seed", type=int, default=0, help="phantom seed (default 0)")
+    p.set_defaults(func=cmd_demo)
     return parser
 
 

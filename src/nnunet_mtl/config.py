@@ -71,6 +71,11 @@ class SelectionConfig:
 
 
 @dataclass(frozen=True)
+class TrackingConfig:
+    tensorboard: bool = True  # event files of both tasks' curves in <fold folder>/tensorboard/
+
+
+@dataclass(frozen=True)
 class InferenceConfig:
     memory_budget_gb: float = 6.0  # whole-volume forward if its estimated peak memory fits, else sliding window
     tile_step_size: float = 0.5  # sliding-window step, as a fraction of the patch (nnU-Net's default)
@@ -87,6 +92,7 @@ class MultitaskConfig:
     loss: LossConfig = field(default_factory=LossConfig)
     selection: SelectionConfig = field(default_factory=SelectionConfig)
     inference: InferenceConfig = field(default_factory=InferenceConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -104,6 +110,7 @@ class MultitaskConfig:
             loss=LossConfig(**values.get("loss", {})),
             selection=SelectionConfig(**values.get("selection", {})),
             inference=InferenceConfig(**values.get("inference", {})),
+            tracking=TrackingConfig(**values.get("tracking", {})),
         )
 
 
@@ -130,3 +137,19 @@ PRESETS = {
     "default": Preset("default", "nnUNetPlans", "nnUNetTrainerMultitask", DEFAULT),
     "resenc-m": Preset("resenc-m", "nnUNetResEncUNetMPlans", "nnUNetTrainerMultitask", DEFAULT),
 }
+
+
+@dataclass(frozen=True)
+class Targets:
+    """The task's whole-volume targets, and what the seed system and its peers reached on the real
+    validation set (honest whole-volume numbers; shown beside ours in the report)."""
+
+    dice_whole: float = 0.91
+    dice_lesion: float = 0.31
+    macro_f1: float = 0.70
+    peers_dice_whole: tuple[float, float] = (0.92, 0.94)
+    peers_dice_lesion: tuple[float, float] = (0.57, 0.67)
+    peers_macro_f1: tuple[float, float] = (0.63, 0.72)
+
+
+TARGETS = Targets()

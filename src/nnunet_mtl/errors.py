@@ -18,6 +18,10 @@ class InputError(Exception):
         self.problem = " ".join(str(problem).split())  # always one line
         super().__init__(self.problem if path is None else f"{path}: {self.problem}")
 
+    def __reduce__(self):
+        # picklable, so that an error raised in a worker process reaches the CLI intact
+        return type(self), (self.path, self.problem)
+
 
 def require_device(device: str) -> None:
     """Refuse ``cuda`` where PyTorch sees no CUDA device."""

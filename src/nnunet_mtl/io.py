@@ -18,6 +18,18 @@ import SimpleITK as sitk
 from nnunet_mtl.errors import InputError
 
 NIFTI_SUFFIX = ".nii.gz"
+
+
+def _process_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+# Temporary files and folders are created private (0600/0700); what we rename into place gets the
+# usual permissions. Read once: probing os.umask later would race with the export thread.
+_UMASK = _process_umask()
+FILE_MODE, DIR_MODE = 0o666 & ~_UMASK, 0o777 & ~_UMASK
 GZIP_MAGIC = b"\x1f\x8b"
 # Geometry tolerances: NIfTI stores spacing/origin as float32, so exact equality is too strict.
 SPACING_RTOL = 1e-4
@@ -57,28 +69,77 @@ def _fmt(values: tuple[float, ...]) -> str:
 
 def read_volume(path: Path) -> sitk.Image:
     """Read a single-channel 3D NIfTI volume, or raise an InputError that says what is wrong."""
+    path = _check_file(path)
+    if path.name.endswith(".gz"):
+        _check_gzip(path)
+    _check_nifti_header(path)
+    try:
+        image = _nifti_reader(path).Execute()
+    except RuntimeError:
+        raise InputError(path, "not a readable NIfTI image") from None
+    _check_3d_single_channel(path, image.GetDimension(), image.GetNumberOfComponentsPerPixel())
+    return image
+
+
+def check_volume_header(path: Path) -> None:
+    """The cheap part of :func:`read_volume`: the file exists and its NIfTI header describes a single-channel
+    3D volume. Damage inside the voxel data (a truncated gzip, NaN) shows only when the volume is read."""
+    path = _check_file(path)
+    _check_nifti_header(path)
+    reader = _nifti_reader(path)
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError:
+        raise InputError(path, "not a readable NIfTI image") from None
+    _check_3d_single_channel(path, reader.GetDimension(), reader.GetNumberOfComponents())
+
+
+def _check_file(path: Path) -> Path:
     path = Path(path)
     if not path.is_file():
         raise InputError(path, "file not found")
     if path.stat().st_size == 0:
         raise InputError(path, "empty file (0 bytes)")
-    if path.name.endswith(".gz"):
-        _check_gzip(path)
     try:
-        image = sitk.ReadImage(str(path))
-    except RuntimeError:
+        with path.open("rb") as handle:
+            magic = handle.read(2)
+    except OSError as err:
+        raise InputError(path, f"cannot be read ({(err.strerror or str(err)).lower()})") from None
+    if path.name.endswith(".gz") and magic != GZIP_MAGIC:
+        raise InputError(path, "not gzip-compressed although named .gz (not a .nii.gz file)")
+    return path
+
+
+def _check_nifti_header(path: Path) -> None:
+    """Refuse a file without a NIfTI header before ITK reads it: ITK's NIfTI library prints its complaint
+    to stderr, which would add a line to the one-line error."""
+    import nibabel
+
+    try:
+        image = nibabel.load(path)
+    except (EOFError, zlib.error, gzip.BadGzipFile):
+        raise InputError(path, "corrupt or truncated gzip data") from None
+    except Exception:  # nibabel raises several kinds for a file that is not NIfTI
         raise InputError(path, "not a readable NIfTI image") from None
-    if image.GetNumberOfComponentsPerPixel() != 1:
-        raise InputError(path, f"has {image.GetNumberOfComponentsPerPixel()} channels per voxel; expected 1")
-    if image.GetDimension() != 3:
-        raise InputError(path, f"is {image.GetDimension()}D; expected a 3D volume")
-    return image
+    if not isinstance(image, (nibabel.Nifti1Image, nibabel.Nifti2Image)):
+        raise InputError(path, f"not a NIfTI image ({type(image).__name__})")
+
+
+def _nifti_reader(path: Path) -> sitk.ImageFileReader:
+    reader = sitk.ImageFileReader()
+    reader.SetImageIO("NiftiImageIO")  # a file named .nii.gz is NIfTI, not whatever else ITK could read
+    reader.SetFileName(str(path))
+    return reader
+
+
+def _check_3d_single_channel(path: Path, dimension: int, channels: int) -> None:
+    if channels != 1:
+        raise InputError(path, f"has {channels} channels per voxel; expected 1")
+    if dimension != 3:
+        raise InputError(path, f"is {dimension}D; expected a 3D volume")
 
 
 def _check_gzip(path: Path) -> None:
-    with path.open("rb") as handle:
-        if handle.read(2) != GZIP_MAGIC:
-            raise InputError(path, "not gzip-compressed although named .gz (not a .nii.gz file)")
     try:
         with gzip.open(path, "rb") as handle:
             while handle.read(1 << 22):
@@ -102,7 +163,7 @@ def check_finite(image: sitk.Image, path: Path) -> None:
     import nibabel
 
     if not np.isfinite(np.asanyarray(nibabel.load(path).dataobj)).all():
-        raise InputError(path, "contains NaN or infinite intensities")
+        raise InputError(path, "contains NaN or infinite values")
 
 
 # ---------------------------------------------------------------- atomic output
@@ -116,16 +177,39 @@ def _temp_sibling(path: Path) -> Path:
 
 
 @contextlib.contextmanager
+def _parent_folders(path: Path) -> Iterator[None]:
+    """Create the folders above ``path``; those created here are removed again if the block fails."""
+    created = [p for p in [path.parent, *path.parent.parents] if not p.exists()]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        yield
+    except BaseException:
+        for folder in created:
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise
+
+
+@contextlib.contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; on success it replaces ``path`` in one rename."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _temp_sibling(path)
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with _parent_folders(path):
+        tmp = _temp_sibling(path)
+        try:
+            yield tmp
+            os.chmod(tmp, FILE_MODE)
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+
+def remove_stale_temp_files(folder: Path) -> list[Path]:
+    """Delete the temporary files of atomic writes that a killed run left in ``folder`` (not recursive)."""
+    removed = [p for p in Path(folder).glob(".tmp-*") if p.is_file()]
+    for path in removed:
+        path.unlink(missing_ok=True)
+    return removed
 
 
 def write_text_atomic(path: Path, text: str) -> None:
@@ -146,28 +230,46 @@ def staged_directory(final: Path) -> Iterator[Path]:
     leaves a half-built ``final`` behind.
     """
     final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
-    try:
-        yield stage
-        old = None
-        if final.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{final.name}.old-", dir=final.parent))
-            os.replace(final, old / final.name)
-        os.replace(stage, final)
-        if old is not None:
-            shutil.rmtree(old)
-    finally:
-        if stage.exists():
-            shutil.rmtree(stage)
+    with _parent_folders(final):
+        stage = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+        try:
+            yield stage
+            old = None
+            if final.exists():
+                old = Path(tempfile.mkdtemp(prefix=f".{final.name}.old-", dir=final.parent))
+                os.replace(final, old / final.name)
+            os.chmod(stage, DIR_MODE)
+            os.replace(stage, final)
+            if old is not None:
+                shutil.rmtree(old)
+        finally:
+            if stage.exists():
+                shutil.rmtree(stage)
 
 
 def check_writable_dir(path: Path) -> None:
-    """Create ``path`` if needed and check that files can be created in it."""
+    """Refuse an output folder that cannot be created or written, before anything is computed.
+
+    Creates nothing: the nearest existing folder on the way must be a folder that accepts a new file
+    (checked with ``os.access`` and a probe file, which also catches read-only file systems).
+    """
     path = Path(path)
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path, prefix=".write-test-"):
-            pass
-    except OSError as err:
-        raise InputError(path, f"output folder cannot be written ({err.strerror or err})") from None
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        if existing == path:
+            raise InputError(path, "output folder is an existing file, not a folder")
+        raise InputError(path, f"output folder cannot be created: {existing} is a file, not a folder")
+    problem = None
+    if not os.access(existing, os.W_OK | os.X_OK):
+        problem = "permission denied"
+    else:
+        try:
+            with tempfile.NamedTemporaryFile(dir=existing, prefix=".write-test-"):
+                pass
+        except OSError as err:
+            problem = (err.strerror or str(err)).lower()
+    if problem:
+        where = "" if existing == path else f" (in {existing})"
+        raise InputError(path, f"output folder cannot be written{where}: {problem}")

@@ -9,7 +9,6 @@ from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
 
 from nnunet_mtl.cli import main
 from nnunet_mtl.data.layout import scan_assignment_data
-from tests.conftest import tree_snapshot
 
 
 def _labels(path):
@@ -168,30 +167,4 @@ def test_flat_truth_with_labels_csv(small_phantom, tmp_path):
     assert json.loads((tmp_path / "ev2" / "metrics.json").read_text())["classification"]["accuracy"] == 0.0
 
 
-def _flip_geometry(path):
-    image = sitk.ReadImage(str(path))
-    image.SetDirection((-1, 0, 0, 0, 1, 0, 0, 0, 1))
-    sitk.WriteImage(image, str(path), useCompression=True)
-
-
-@pytest.mark.parametrize(
-    ("damage", "phrase"),
-    [
-        (lambda pred: _flip_geometry(sorted(pred.glob("*.nii.gz"))[0]), "geometry differs"),
-        (lambda pred: sorted(pred.glob("*.nii.gz"))[0].unlink(), "prediction missing"),
-        (lambda pred: (pred / "subtype_results.csv").write_text("name,subtype\nquiz_1.nii.gz,1\n"), "header"),
-        (lambda pred: (pred / "subtype_results.csv").write_text("Names,Subtype\n"), "no predicted subtype"),
-        (
-            lambda pred: (pred / "subtype_results.csv").write_text("Names,Subtype\nquiz_1.nii.gz,7\n"),
-            "outside",
-        ),
-    ],
-)
-def test_bad_prediction_is_an_error_and_writes_nothing(scored, tmp_path, capsys, damage, phrase):
-    _, pred_dir, ref_dir, *_ = scored
-    damage(pred_dir)
-    before = tree_snapshot(pred_dir)
-    assert main(["evaluate", "--pred", str(pred_dir), "--truth", str(ref_dir)]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and phrase in err[0], err
-    assert tree_snapshot(pred_dir) == before
+# Bad predictions and truth (geometry, missing masks, CSVs, ...): tests/test_bad_inputs.py.

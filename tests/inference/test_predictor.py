@@ -13,7 +13,6 @@ from nnunet_mtl.inference.cases import find_input_cases
 from nnunet_mtl.inference.model import load_model
 from nnunet_mtl.inference.predictor import RECORDS_FOLDER, MultitaskPredictor
 from nnunet_mtl.io import Geometry
-from tests.conftest import tree_snapshot
 
 
 @pytest.fixture(scope="module")
@@ -151,36 +150,6 @@ def test_checkpoint_with_pickled_code_is_refused(model_dir, tmp_path):
         load_model(folder)
 
 
-def test_checkpoint_from_another_dataset_is_refused(model_dir, small_phantom, tmp_path, capsys):
-    import shutil
-
-    folder = Path(shutil.copytree(model_dir, tmp_path / "model"))
-    checkpoint = folder / "fold_0" / "checkpoint_best.pth"
-    state = torch.load(checkpoint, weights_only=True)
-    state["multitask"]["dataset_name"] = "Dataset999_Other"
-    torch.save(state, checkpoint)
-    out = tmp_path / "pred"
-    code = main(["predict", "--model-dir", str(folder), "-i", str(small_phantom / "test"), "-o", str(out)])
-    assert code == 2
-    assert tree_snapshot(out) == set()
-    err = capsys.readouterr().err.strip()
-    assert err.count("\n") == 0
-    assert err.startswith(f"nnunet-mtl: error: {checkpoint}: trained on dataset Dataset999_Other")
-
-
-def test_missing_plans_is_one_line_error(model_dir, small_phantom, tmp_path, capsys):
-    import shutil
-
-    folder = Path(shutil.copytree(model_dir, tmp_path / "model"))
-    (folder / "plans.json").unlink()
-    out = tmp_path / "pred"
-    code = main(["predict", "--model-dir", str(folder), "-i", str(small_phantom / "test"), "-o", str(out)])
-    assert code == 2
-    err = capsys.readouterr().err.strip()
-    assert err == f"nnunet-mtl: error: {folder / 'plans.json'}: missing from the model folder"
-    assert tree_snapshot(out) == set()
-
-
 def test_case_records_round_trip(model, small_phantom, tmp_path):
     from nnunet_mtl.inference.predictor import finished_cases
 
@@ -235,7 +204,8 @@ def test_bad_case_stops_the_run_cleanly_and_a_rerun_finishes(model_dir, small_ph
     images = tmp_path / "images"
     shutil.copytree(small_phantom / "test", images)
     bad = images / "quiz_999_0000.nii.gz"  # sorted last: the good cases are done first
-    bad.write_bytes(b"\x1f\x8b not really gzip")
+    content = sorted(images.glob("*_0000.nii.gz"))[0].read_bytes()
+    bad.write_bytes(content[: len(content) // 2])  # a sound header: the damage shows only when it is read
     out = tmp_path / "pred"
     args = ["predict", "--model-dir", str(model_dir), "-i", str(images), "-o", str(out)]
     assert main(args) == 2

@@ -60,6 +60,28 @@ def test_checkpoint_holds_multitask_state_and_loads_weights_only(smoke_model):
     assert logging["phase"] == [1, 2, 2]
 
 
+def test_tensorboard_events_hold_both_tasks_curves_as_logged(smoke_model):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    folder, _ = smoke_model
+    fold = folder / "fold_0"
+    logging = torch.load(fold / "checkpoint_final.pth", weights_only=True)["logging"]
+    events = EventAccumulator(str(fold / "tensorboard"))
+    events.Reload()
+    for key, tag in (
+        ("train_seg_losses", "loss/train_segmentation"),
+        ("train_cls_losses", "loss/train_classification"),
+        ("wv_dice_whole", "whole_volume_validation/dice_whole_pancreas"),
+        ("wv_dice_lesion", "whole_volume_validation/dice_lesion"),
+        ("wv_macro_f1", "whole_volume_validation/subtype_macro_f1"),
+        ("lrs", "learning_rate"),
+        ("phase", "phase"),
+    ):
+        scalars = events.Scalars(tag)
+        assert [s.step for s in scalars] == list(range(len(logging[key]))), tag
+        assert np.allclose([s.value for s in scalars], logging[key], rtol=1e-6), tag
+
+
 def test_resume_restores_phase_weights_best_and_early_stopping(smoke_model, planned_dataset, nnunet_root):
     folder, _ = smoke_model
     checkpoint = torch.load(folder / "fold_0" / "checkpoint_final.pth", weights_only=True)

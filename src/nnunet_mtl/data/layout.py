@@ -109,6 +109,15 @@ def scan_labelled_split(split_dir: Path) -> list[Case]:
     return cases
 
 
+def flat_image_case(path: Path) -> Case:
+    """A ``<case>_0000.nii.gz`` image of a flat folder (``test/``, or an input folder of ``predict``)."""
+    stem = _nifti_stem(path)
+    _check_single_channel(path, stem)
+    if not stem.endswith(CHANNEL_SUFFIX):
+        raise InputError(path, f"image not named <case>{CHANNEL_SUFFIX}{NIFTI_SUFFIX}")
+    return Case(stem[: -len(CHANNEL_SUFFIX)], path)
+
+
 def scan_test_split(test_dir: Path) -> list[Case]:
     if not test_dir.is_dir():
         raise InputError(test_dir, "folder not found")
@@ -116,11 +125,7 @@ def scan_test_split(test_dir: Path) -> list[Case]:
     for path in _visible_entries(test_dir):
         if path.is_dir():
             raise InputError(path, "unexpected folder in test/")
-        stem = _nifti_stem(path)
-        _check_single_channel(path, stem)
-        if not stem.endswith(CHANNEL_SUFFIX):
-            raise InputError(path, f"test image not named <case>{CHANNEL_SUFFIX}{NIFTI_SUFFIX}")
-        cases.append(Case(stem[: -len(CHANNEL_SUFFIX)], path))
+        cases.append(flat_image_case(path))
     if not cases:
         raise InputError(test_dir, "no test images found")
     return cases

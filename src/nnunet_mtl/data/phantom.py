@@ -28,12 +28,13 @@ from scipy.spatial import cKDTree
 from nnunet_mtl.data.labels import LESION, NUM_SUBTYPES, PANCREAS
 from nnunet_mtl.data.subtype_csv import format_subtype_csv
 from nnunet_mtl.errors import InputError
-from nnunet_mtl.io import staged_directory
+from nnunet_mtl.io import check_writable_dir, staged_directory
 
 FLOAT_LABEL_ONE = np.float32(1.0000152587890625)  # 1 + 2**-16, exactly representable in float32
 FLOAT_MASK_FRACTION = 0.8
 SIZE_JITTER = 0.15
 HU_MIN, HU_MAX = -1024, 3071
+MIN_SIZE, MAX_SIZE = 16, 512  # voxels per axis of the median case
 
 
 @dataclass(frozen=True)
@@ -48,15 +49,21 @@ class PhantomSpec:
     shape: tuple[int, ...] = (32, 48, 48)
 
     def __post_init__(self) -> None:
-        for split in (self.train, self.validation):
-            if len(split) != NUM_SUBTYPES or min(split) < 0:
-                raise InputError(None, f"need {NUM_SUBTYPES} non-negative case counts per split, got {split}")
-        if sum(self.train) == 0 or sum(self.validation) == 0:
-            raise InputError(None, "train and validation need at least one case each")
+        if self.seed < 0:
+            raise InputError(None, f"--seed must be >= 0, got {self.seed}")
+        for option, counts in (("--train", self.train), ("--validation", self.validation)):
+            if len(counts) != NUM_SUBTYPES or min(counts) < 0:
+                raise InputError(
+                    None, f"{option} needs {NUM_SUBTYPES} non-negative case counts (one per subtype), got {counts}"
+                )
+            if sum(counts) == 0:
+                raise InputError(None, f"{option} needs at least one case")
         if self.test < 0:
             raise InputError(None, f"--test must be >= 0, got {self.test}")
-        if len(self.shape) != 3 or min(self.shape) < 16:
-            raise InputError(None, f"--shape needs three sizes (z,y,x) of at least 16 voxels, got {self.shape}")
+        if len(self.shape) != 3 or not all(MIN_SIZE <= n <= MAX_SIZE for n in self.shape):
+            raise InputError(
+                None, f"--shape needs three sizes (z,y,x) of {MIN_SIZE} to {MAX_SIZE} voxels, got {self.shape}"
+            )
 
 
 @dataclass
@@ -247,6 +254,8 @@ def _plan_cases(spec: PhantomSpec) -> list[_Planned]:
 def generate_phantom(out_dir: Path, spec: PhantomSpec, overwrite: bool = False, progress=None) -> Path:
     """Write the phantom to ``out_dir`` (built under a temporary name, then renamed into place)."""
     out_dir = Path(out_dir)
+    check_writable_dir(out_dir)
+    check_writable_dir(out_dir.parent)  # the phantom is built next to OUT_DIR, then renamed into place
     if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
         raise InputError(out_dir, "output folder exists and is not empty (use --overwrite to replace it)")
     planned = _plan_cases(spec)

@@ -32,6 +32,7 @@ from nnunet_mtl.io import (
     Geometry,
     array_of,
     check_finite,
+    check_writable_dir,
     read_volume,
     staged_directory,
     write_text_atomic,
@@ -131,6 +132,7 @@ def prepare_dataset(
         for other in find_dataset_folders(root, dataset_id):
             if other.name != folder_name:
                 raise InputError(other, f"dataset id {dataset_id} is already used by another dataset")
+    check_writable_dir(raw_root)
     data = scan_assignment_data(Path(data_dir))
     final = raw_root / folder_name
     with staged_directory(final) as stage:

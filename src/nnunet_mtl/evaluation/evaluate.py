@@ -5,7 +5,10 @@ subtype taken from the folder name) or from a flat folder of ``<case>.nii.gz`` m
 phantom's ``test_key/``). Truth subtypes come from ``--labels CSV``, else from the ``subtypeK`` folders,
 else from ``labels.csv`` inside the truth folder. Predictions are ``<case>.nii.gz`` masks plus
 ``subtype_results.csv``. A truth case without a prediction, or a prediction whose geometry differs from
-its truth, is an error: nothing is resampled or skipped silently.
+its truth, is an error: nothing is resampled or skipped silently. In a flat truth folder every
+``<case>.nii.gz`` is a truth case, ``<case>_0000.nii.gz`` images are skipped, any other NIfTI-like name
+(``quiz_5.nii``) is refused and other files (``labels.csv``, nnU-Net's JSON files) are not read. Only the
+truth cases' masks and ``subtype_results.csv`` are read from the prediction folder.
 """
 
 from __future__ import annotations
@@ -15,6 +18,9 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
 
 from nnunet_mtl.data.labels import REGIONS, round_labels
 from nnunet_mtl.data.layout import CHANNEL_SUFFIX, SUBTYPE_FOLDERS, scan_labelled_split
@@ -89,11 +95,14 @@ def find_truth(truth_dir: Path) -> list[TruthCase]:
         raise InputError(truth_dir, "truth folder not found")
     if any(p.name in SUBTYPE_FOLDERS for p in truth_dir.iterdir()):
         return [TruthCase(c.name, c.mask, c.subtype) for c in scan_labelled_split(truth_dir)]
-    masks = sorted(
-        p
-        for p in truth_dir.glob(f"*{NIFTI_SUFFIX}")
-        if not p.name.startswith(".") and not p.name.endswith(CHANNEL_SUFFIX + NIFTI_SUFFIX)
-    )
+    masks = []
+    for path in sorted(p for p in truth_dir.iterdir() if not p.name.startswith(".")):
+        if path.name.endswith(CHANNEL_SUFFIX + NIFTI_SUFFIX):
+            continue  # an image next to its mask
+        if path.name.endswith(NIFTI_SUFFIX) and path.is_file():
+            masks.append(path)
+        elif ".nii" in path.name:  # would be a truth case dropped unseen
+            raise InputError(path, f"not a truth mask: masks are named <case>{NIFTI_SUFFIX}")
     if not masks:
         raise InputError(truth_dir, f"no truth masks (*{NIFTI_SUFFIX}) found")
     return [TruthCase(p.name[: -len(NIFTI_SUFFIX)], p, None) for p in masks]
@@ -113,17 +122,32 @@ def _score_case(truth: TruthCase, pred_dir: Path) -> CaseResult:
     pred_path = pred_dir / f"{truth.name}{NIFTI_SUFFIX}"
     if not pred_path.is_file():
         raise InputError(pred_path, f"prediction missing for truth case {truth.name}")
-    truth_image = read_volume(truth.mask)
-    pred_image = read_volume(pred_path)
-    check_finite(truth_image, truth.mask)
-    check_finite(pred_image, pred_path)
+    truth_image, truth_labels = read_labels(truth.mask)
+    pred_image, pred_labels = read_labels(pred_path)
     problem = Geometry.of(pred_image).mismatch(Geometry.of(truth_image))
     if problem:
         raise InputError(pred_path, f"geometry differs from the truth {truth.mask}: {problem}")
-    return CaseResult(
-        truth.name,
-        region_dice(round_labels(array_of(pred_image), pred_path), round_labels(array_of(truth_image), truth.mask)),
-    )
+    return CaseResult(truth.name, region_dice(pred_labels, truth_labels))
+
+
+def read_labels(path: Path) -> tuple[sitk.Image, np.ndarray]:
+    """A checked mask and its integer label map."""
+    image = read_volume(path)
+    check_finite(image, path)
+    return image, round_labels(array_of(image), path)
+
+
+def check_truth(truth_dir: Path, names: Sequence[str], labels_csv: Path | None = None) -> None:
+    """Check the truth of ``names`` (masks and, where given, subtypes) before anything is predicted."""
+    truth = {t.name: t for t in find_truth(truth_dir)}
+    for name in names:
+        if name not in truth:
+            raise InputError(truth_dir, f"no truth mask for case {name}")
+        read_labels(truth[name].mask)
+    subtypes = _truth_subtypes(list(truth.values()), truth_dir, labels_csv)
+    for name in names if subtypes is not None else ():
+        if name not in subtypes:
+            raise InputError(labels_csv or truth_dir, f"no truth subtype for case {name}")
 
 
 def evaluate_folder(

@@ -70,15 +70,15 @@ def format_markdown(evaluation: Evaluation) -> str:
     return "\n".join(lines) + "\n"
 
 
-def save_confusion_png(evaluation: Evaluation, path: Path) -> None:
-    assert evaluation.classification is not None
+def save_confusion_png(classification: dict, path: Path) -> None:
+    """``classification``: the ``classification`` entry of metrics.json."""
     figure, axis = plt.subplots(figsize=(4.2, 3.8), dpi=120)
-    ConfusionMatrixDisplay(np.array(evaluation.classification.confusion_matrix), display_labels=SUBTYPE_LABELS).plot(
+    ConfusionMatrixDisplay(np.array(classification["confusion_matrix"]), display_labels=SUBTYPE_LABELS).plot(
         ax=axis, cmap="Blues", colorbar=False
     )
     axis.set_xlabel("predicted subtype")
     axis.set_ylabel("true subtype")
-    axis.set_title(f"macro F1 {evaluation.classification.macro_f1:.3f}, n={evaluation.classification.n}")
+    axis.set_title(f"macro F1 {classification['macro_f1']:.3f}, n={classification['n']}")
     figure.tight_layout()
     with atomic_path(path) as tmp:
         figure.savefig(tmp, format="png")
@@ -92,5 +92,5 @@ def write_evaluation(evaluation: Evaluation, out_dir: Path) -> list[Path]:
     write_text_atomic(written[1], format_markdown(evaluation))
     if evaluation.classification is not None:
         written.append(out_dir / "confusion_matrix.png")
-        save_confusion_png(evaluation, written[-1])
+        save_confusion_png(evaluation.to_json()["classification"], written[-1])
     return written

@@ -26,8 +26,9 @@ from multiprocessing import get_context
 from pathlib import Path
 
 from nnunet_mtl.data.layout import Case
+from nnunet_mtl.errors import InputError
 from nnunet_mtl.inference.benchmark_methods import MethodSpec, run_method
-from nnunet_mtl.io import write_text_atomic
+from nnunet_mtl.io import check_writable_dir, write_text_atomic
 
 METHODS = ("a", "a_ref", "b", "c", "d", "c_alt")
 LABELS = {
@@ -142,6 +143,31 @@ def markdown_table(benchmark: dict) -> str:
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def check_inputs(
+    model_dir: Path,
+    cases: list[Case],
+    out_dir: Path,
+    truth_dir: Path | None = None,
+    labels: Path | None = None,
+    folds=None,
+    checkpoint: str = "best",
+) -> None:
+    """Read everything the methods will read before any of them runs, so that a bad input writes nothing
+    (the methods run in worker processes, long after the start)."""
+    from nnunet_mtl.evaluation.evaluate import check_truth
+    from nnunet_mtl.inference.cases import read_image
+    from nnunet_mtl.inference.model import load_model
+
+    load_model(model_dir, folds, (checkpoint,))
+    for case in cases:
+        if case.image.is_dir():
+            raise InputError(case.image, "is a DICOM series, but stock nnU-Net (row a) reads image files only")
+        read_image(case.image)
+    if truth_dir is not None:
+        check_truth(truth_dir, [c.name for c in cases], labels)
+    check_writable_dir(out_dir)
 
 
 def run_benchmark(

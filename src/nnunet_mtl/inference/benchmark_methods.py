@@ -102,11 +102,14 @@ def _run_stock(spec: MethodSpec, device: torch.device) -> dict:
     """nnU-Net's own predictor with its defaults, through its public API."""
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 
+    from nnunet_mtl.model.safe_loading import weights_only_loads
+
     with open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet):
         predictor = nnUNetPredictor(device=device, verbose=False, allow_tqdm=False)  # step 0.5, Gaussian, mirroring
-        predictor.initialize_from_trained_model_folder(
-            str(spec.model_dir), spec.folds, checkpoint_name=f"checkpoint_{spec.checkpoint}.pth"
-        )
+        with weights_only_loads():  # nnU-Net's loader passes weights_only=False; the export needs no more
+            predictor.initialize_from_trained_model_folder(
+                str(spec.model_dir), spec.folds, checkpoint_name=f"checkpoint_{spec.checkpoint}.pth"
+            )
         seconds = {}
         for case in spec.cases:
             seconds[case.name] = _timed(

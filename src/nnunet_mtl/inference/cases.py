@@ -1,8 +1,11 @@
 """Input cases of ``nnunet-mtl predict``: discovery, validated reading, and writing masks back.
 
-Images are read with SimpleITK after the same checks as ``prepare`` (readable, 3D, one channel, finite)
-and handed to nnU-Net's preprocessing with the properties nnU-Net's ``SimpleITKIO`` would produce, so
-the export restores exactly the input's geometry.
+An input folder is a flat folder of ``<case>_0000.nii.gz`` images and DICOM series sub-folders (case
+``<folder name>``), a split folder with ``subtypeK/`` folders, or one DICOM series folder itself.
+Discovery checks every NIfTI header and DICOM series before anything is predicted. Images are read with
+SimpleITK after the same checks as ``prepare`` (readable, 3D, one channel, finite) and handed to nnU-Net's
+preprocessing with the properties nnU-Net's ``SimpleITKIO`` would produce, so the export restores exactly
+the input's geometry.
 """
 
 from __future__ import annotations
@@ -12,20 +15,75 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from nnunet_mtl.data.layout import SUBTYPE_FOLDERS, Case, scan_labelled_split, scan_test_split
+from nnunet_mtl.data.layout import SUBTYPE_FOLDERS, Case, flat_image_case, scan_labelled_split
 from nnunet_mtl.errors import InputError
-from nnunet_mtl.io import NIFTI_SUFFIX, array_of, check_finite, read_volume, write_image_atomic
+from nnunet_mtl.inference.dicom import read_dicom_series, series_files, series_ids
+from nnunet_mtl.io import (
+    NIFTI_SUFFIX,
+    array_of,
+    check_finite,
+    check_volume_header,
+    check_writable_dir,
+    read_volume,
+    write_image_atomic,
+)
 
 
 def find_input_cases(in_dir: Path) -> list[Case]:
-    """Images of a flat folder (``<case>_0000.nii.gz``, like ``test/``), or of a split folder with
-    ``subtypeK/`` folders (like ``validation/``; its masks are ignored)."""
+    """The cases of an input folder, each checked as far as it can be without reading its voxels."""
     in_dir = Path(in_dir)
     if not in_dir.is_dir():
         raise InputError(in_dir, "input folder not found")
     if any((in_dir / name).is_dir() for name in SUBTYPE_FOLDERS):
-        return scan_labelled_split(in_dir)
-    return scan_test_split(in_dir)
+        cases = scan_labelled_split(in_dir)
+    elif _is_series_folder(in_dir):
+        cases = [Case(in_dir.resolve().name, in_dir)]
+    else:
+        cases = _scan_flat_folder(in_dir)
+    for case in cases:
+        if case.image.is_dir():
+            series_files(case.image)
+        else:
+            check_volume_header(case.image)
+    return cases
+
+
+def _visible(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if not p.name.startswith("."))
+
+
+def _is_series_folder(folder: Path) -> bool:
+    entries = _visible(folder)
+    return bool(entries) and all(p.is_file() and ".nii" not in p.name for p in entries) and bool(series_ids(folder))
+
+
+def _scan_flat_folder(in_dir: Path) -> list[Case]:
+    cases: dict[str, Case] = {}
+    for path in _visible(in_dir):
+        if path.is_dir():
+            if not series_ids(path):
+                raise InputError(path, "unexpected folder (neither subtype0/1/2 nor a DICOM series folder)")
+            case = Case(path.name, path)
+        elif not path.name.endswith(NIFTI_SUFFIX):
+            raise InputError(
+                path, f"unexpected file (expected <case>_0000{NIFTI_SUFFIX} images and DICOM series folders)"
+            )
+        else:
+            case = flat_image_case(path)
+        if case.name in cases:
+            other = cases[case.name].image
+            raise InputError(path, f"case {case.name} given twice (also as {other.name}{'/' * other.is_dir()})")
+        cases[case.name] = case
+    if not cases:
+        raise InputError(in_dir, f"no images found (expected <case>_0000{NIFTI_SUFFIX} files or DICOM series folders)")
+    return list(cases.values())
+
+
+def check_output_folder(in_dir: Path, out_dir: Path) -> None:
+    """The output folder must be writable and lie outside the input folder (masks would join the inputs)."""
+    if Path(out_dir).resolve().is_relative_to(Path(in_dir).resolve()):
+        raise InputError(out_dir, f"output folder lies inside the input folder {in_dir}; choose another")
+    check_writable_dir(out_dir)
 
 
 def mask_file_name(case_name: str) -> str:
@@ -33,9 +91,16 @@ def mask_file_name(case_name: str) -> str:
 
 
 def read_image(path: Path) -> tuple[np.ndarray, dict]:
-    """(1, z, y, x) float32 voxels and nnU-Net's ``SimpleITKIO`` properties of a checked 3D image."""
-    image = read_volume(path)
-    check_finite(image, path)
+    """(1, z, y, x) float32 voxels and nnU-Net's ``SimpleITKIO`` properties of a checked 3D image (a NIfTI
+    file, or a DICOM series folder)."""
+    path = Path(path)
+    if path.is_dir():
+        image = read_dicom_series(path)
+        if not np.isfinite(sitk.GetArrayViewFromImage(image)).all():
+            raise InputError(path, "contains NaN or infinite values")
+    else:
+        image = read_volume(path)
+        check_finite(image, path)
     spacing = image.GetSpacing()
     properties = {
         "sitk_stuff": {"spacing": spacing, "origin": image.GetOrigin(), "direction": image.GetDirection()},

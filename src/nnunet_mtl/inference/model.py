@@ -56,7 +56,7 @@ def available_folds(folder: Path, checkpoint_file: str) -> list[int]:
     return sorted(folds)
 
 
-def _read_json(path: Path) -> dict:
+def read_model_json(path: Path) -> dict:
     import json
 
     if not path.is_file():
@@ -67,7 +67,7 @@ def _read_json(path: Path) -> dict:
         raise InputError(path, "not valid JSON") from None
 
 
-def _check_compatible(path: Path, checkpoint: dict, plans: dict, dataset_json: dict) -> None:
+def check_compatible(path: Path, checkpoint: dict, plans: dict, dataset_json: dict) -> None:
     state = checkpoint["multitask"]
     if state.get("dataset_name") not in (None, plans.get("dataset_name")):
         raise InputError(
@@ -90,8 +90,8 @@ def load_model(
     folder = Path(folder)
     if not folder.is_dir():
         raise InputError(folder, "model folder not found")
-    plans = _read_json(folder / "plans.json")
-    dataset_json = _read_json(folder / "dataset.json")
+    plans = read_model_json(folder / "plans.json")
+    dataset_json = read_model_json(folder / "dataset.json")
     files = [CHECKPOINT_NAMES.get(c, c) for c in checkpoints]
     if folds is None:
         folds = available_folds(folder, files[0])
@@ -101,7 +101,7 @@ def load_model(
     checkpoint_paths = [folder / f"fold_{fold}" / name for fold in folds for name in files]
     loaded = [load_multitask_checkpoint(path) for path in checkpoint_paths]
     for path, checkpoint in zip(checkpoint_paths, loaded):
-        _check_compatible(path, checkpoint, plans, dataset_json)
+        check_compatible(path, checkpoint, plans, dataset_json)
     configuration = loaded[0]["init_args"]["configuration"]
     if configuration not in plans.get("configurations", {}):
         raise InputError(folder / "plans.json", f"has no configuration {configuration!r} used by the checkpoint")

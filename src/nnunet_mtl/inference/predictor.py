@@ -25,6 +25,7 @@ import torch
 from nnunet_mtl.config import InferenceConfig, Precision
 from nnunet_mtl.data.layout import Case
 from nnunet_mtl.data.subtype_csv import write_subtype_csv
+from nnunet_mtl.errors import InputError
 from nnunet_mtl.inference.cases import mask_file_name, read_image, write_mask
 from nnunet_mtl.inference.forward import (
     CasePrediction,
@@ -33,7 +34,7 @@ from nnunet_mtl.inference.forward import (
     predict_whole_volume,
 )
 from nnunet_mtl.inference.model import LoadedModel
-from nnunet_mtl.io import write_text_atomic
+from nnunet_mtl.io import remove_stale_temp_files, write_text_atomic
 
 RECORDS_FOLDER = ".nnunet-mtl"  # per-case records inside the output folder, for resuming
 RESULTS_CSV = "subtype_results.csv"
@@ -88,6 +89,10 @@ class MultitaskPredictor:
         self.model = model
         self.device = torch.device(device)
         self.config = config or InferenceConfig()
+        if not 0 < self.config.tile_step_size <= 1:
+            raise InputError(None, f"--tile-step-size must be in (0, 1], got {self.config.tile_step_size}")
+        if self.config.memory_budget_gb <= 0:
+            raise InputError(None, f"--memory-budget-gb must be > 0, got {self.config.memory_budget_gb}")
         self.precision = resolve_precision(self.config.precision, self.device)
         self.mirror_axes = (model.mirror_axes or ()) if tta else None
         self.path = path
@@ -217,10 +222,15 @@ class MultitaskPredictor:
         out_dir: Path,
         overwrite: bool = False,
         progress: Callable[[Iterable, int], Iterable] | None = None,
+        log: Callable[[str], None] | None = None,
     ) -> list[CaseResult]:
         """Predict every case (those already done are skipped unless ``overwrite``) and write the CSVs."""
         out_dir = Path(out_dir)
+        for folder in (out_dir, out_dir / RECORDS_FOLDER):  # what a killed run was writing
+            remove_stale_temp_files(folder)
         done = {} if overwrite else finished_cases(out_dir, cases, self.settings)
+        if done and log is not None:
+            log(f"{len(done)} of {len(cases)} cases already predicted in {out_dir} with these settings: skipped")
         todo = [c for c in cases if c.name not in done]
         results = dict(done)
         with (

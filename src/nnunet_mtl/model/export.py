@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from nnunet_mtl.errors import InputError
-from nnunet_mtl.io import atomic_path, staged_directory
+from nnunet_mtl.io import atomic_path, check_writable_dir, staged_directory
 from nnunet_mtl.model.multitask import SEGMENTATION_PREFIX
 
 MODEL_FILES = ("plans.json", "dataset.json", "dataset_fingerprint.json")
@@ -52,11 +52,19 @@ def segmentation_checkpoint(checkpoint: dict) -> dict:
 def export_segmentation_model(
     model_dir: Path, out_dir: Path, folds: Sequence[int] = (0,), checkpoint_name: str = "checkpoint_best.pth"
 ) -> Path:
+    from nnunet_mtl.inference.model import check_compatible, read_model_json
+
     model_dir, out_dir = Path(model_dir), Path(out_dir)
-    for name in MODEL_FILES[:2]:
-        if not (model_dir / name).is_file():
-            raise InputError(model_dir / name, "missing from the model folder")
-    checkpoints = {fold: load_multitask_checkpoint(model_dir / f"fold_{fold}" / checkpoint_name) for fold in folds}
+    if not model_dir.is_dir():
+        raise InputError(model_dir, "model folder not found")
+    plans, dataset_json = (read_model_json(model_dir / name) for name in MODEL_FILES[:2])
+    checkpoints = {}
+    for fold in folds:
+        path = model_dir / f"fold_{fold}" / checkpoint_name
+        checkpoints[fold] = load_multitask_checkpoint(path)
+        check_compatible(path, checkpoints[fold], plans, dataset_json)
+    check_writable_dir(out_dir)
+    check_writable_dir(out_dir.parent)  # the copy is built next to OUT, then renamed into place
     with staged_directory(out_dir) as stage:
         for name in MODEL_FILES:
             if (model_dir / name).is_file():

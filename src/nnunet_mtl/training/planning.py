@@ -9,6 +9,7 @@ nnU-Net's own 3d_fullres configuration with a smaller patch, 4 stages of 16-128 
 from __future__ import annotations
 
 import copy
+import json
 import shutil
 from pathlib import Path
 
@@ -18,12 +19,15 @@ from batchgenerators.utilities.file_and_folder_operations import load_json, save
 from nnunet_mtl.config import PRESETS
 from nnunet_mtl.data.prepare import SPLITS_FILE, SUBTYPES_FILE, sync_preprocessed_split
 from nnunet_mtl.errors import InputError
+from nnunet_mtl.io import check_writable_dir
+from nnunet_mtl.paths import ensure_nnunet_env, find_dataset_folders
 
 CONFIGURATION = "3d_fullres"
 TINY_PLANS = "nnUNetMTLTinyPlans"
 TINY_PATCH = (32, 48, 48)
 TINY_FEATURES = (16, 32, 64, 128)
 TINY_BATCH_SIZE = 2
+DEFAULT_NUM_FOLDS = 5  # nnU-Net's own split where a dataset has no splits_final.json
 PLANNERS = {"nnUNetPlans": "ExperimentPlanner", "nnUNetResEncUNetMPlans": "nnUNetPlannerResEncM"}
 
 
@@ -51,12 +55,55 @@ def tiny_plans(default_plans: dict) -> dict:
 
 
 def dataset_name_for(dataset_id: int) -> str:
-    from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
+    """The ``DatasetNNN_NAME`` folder name of ``dataset_id`` in nnU-Net's folders."""
+    folders = ensure_nnunet_env(announce=False)
+    names = sorted(
+        {
+            p.name
+            for root in (folders.raw, folders.preprocessed, folders.results)
+            for p in find_dataset_folders(root, dataset_id)
+        }
+    )
+    if not names:
+        raise InputError(
+            folders.raw, f"no dataset {dataset_id} (Dataset{dataset_id:03d}_*): run `nnunet-mtl prepare` first"
+        )
+    if len(names) > 1:
+        raise InputError(folders.raw, f"dataset id {dataset_id} has several names: {', '.join(names)}")
+    return names[0]
 
+
+def check_training_inputs(dataset_id: int, fold: int, num_gpus: int = 1, num_processes: int = 1) -> None:
+    """Refuse, before anything is planned or trained, what would fail later or train on the wrong split
+    (nnU-Net trains an unknown fold on a random 80:20 split)."""
+    for option, value in (("--num-gpus", num_gpus), ("--num-processes", num_processes)):
+        if value < 1:
+            raise InputError(None, f"{option} must be at least 1, got {value}")
+    name = dataset_name_for(dataset_id)
+    folders = ensure_nnunet_env(announce=False)
+    splits = [root / name / SPLITS_FILE for root in (folders.raw, folders.preprocessed)]
+    splits = [path for path in splits if path.is_file()]
+    if splits:
+        num_folds = len(_read_splits(splits[0]))
+        if not 0 <= fold < num_folds:
+            raise InputError(
+                splits[0],
+                f"has no fold {fold} (folds 0..{num_folds - 1}; fold 0 is the original train/validation split)",
+            )
+    elif not 0 <= fold < DEFAULT_NUM_FOLDS:
+        raise InputError(None, f"--fold {fold}: nnU-Net's default split has folds 0..{DEFAULT_NUM_FOLDS - 1}")
+    for root in (folders.preprocessed, folders.results):
+        check_writable_dir(root)
+
+
+def _read_splits(path: Path) -> list:
     try:
-        return maybe_convert_to_dataset_name(dataset_id)
-    except RuntimeError:
-        raise InputError(None, f"dataset {dataset_id} not found: run `nnunet-mtl prepare` first") from None
+        splits = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise InputError(path, "not valid JSON") from None
+    if not isinstance(splits, list) or not splits:
+        raise InputError(path, "expected a list of folds ({'train': [...], 'val': [...]})")
+    return splits
 
 
 def _preprocessed_complete(folder: Path, plans: dict, num_training: int) -> bool:

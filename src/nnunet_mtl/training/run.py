@@ -9,7 +9,8 @@ import torch
 
 from nnunet_mtl.config import PRESETS
 from nnunet_mtl.errors import InputError, require_device
-from nnunet_mtl.training.planning import CONFIGURATION, ensure_planned
+from nnunet_mtl.training.planning import CONFIGURATION, check_training_inputs, ensure_planned
+from nnunet_mtl.training.tracking import enable_wandb
 
 EXT_TRAINER_VARIABLE = "nnUNet_extTrainer"
 
@@ -40,6 +41,7 @@ def train(
     continue_training: bool = False,
     num_gpus: int = 1,
     num_processes: int = 2,
+    wandb: bool = False,
 ) -> Path:
     """Train one fold; the final validation runs on ``checkpoint_best`` (selected on the combined metric)."""
     if preset not in PRESETS:
@@ -47,6 +49,9 @@ def train(
     require_device(device)
     if num_gpus > 1 and device != "cuda":
         raise InputError(None, "--num-gpus > 1 needs --device cuda (nnU-Net's DDP uses NCCL)")
+    check_training_inputs(dataset_id, fold, num_gpus, num_processes)
+    if wandb:
+        enable_wandb()
     name, plans_identifier = ensure_planned(dataset_id, preset, num_processes)
     register_trainers()
     if device == "cpu":

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import replace
 from pathlib import Path
 from time import time
@@ -28,9 +27,11 @@ from torch.nn.parallel import DistributedDataParallel
 from nnunet_mtl.config import DEFAULT, TINY, MultitaskConfig
 from nnunet_mtl.data.prepare import SUBTYPES_FILE
 from nnunet_mtl.data.subtype_csv import write_subtype_csv
+from nnunet_mtl.io import atomic_path, remove_stale_temp_files, write_text_atomic
 from nnunet_mtl.model.multitask import MultitaskUNet, build_multitask_network
 from nnunet_mtl.training.distributed import gather_objects, inverse_frequency_weights, weighted_cross_entropy
 from nnunet_mtl.training.progress import NAN, MultitaskLocalLogger
+from nnunet_mtl.training.tracking import TensorBoardLogger
 from nnunet_mtl.training.validation import ValidationMetrics, validate_all_ranks, validate_cases
 
 CHECKPOINT_FORMAT = "nnunet-mtl/1"
@@ -72,6 +73,10 @@ class nnUNetTrainerMultitask(nnUNetTrainer):
         self.oversample_foreground_percent = schedule.oversample_foreground_percent
         self.save_every = schedule.checkpoint_every
         self.logger.local_logger = MultitaskLocalLogger()
+        self.tensorboard = None
+        if self.local_rank == 0 and self.mtl_config.tracking.tensorboard:
+            self.tensorboard = TensorBoardLogger(self.output_folder)
+            self.logger.loggers.append(self.tensorboard)
         self.class_weights: torch.Tensor | None = None
         self.best_metric: float | None = None
         self.best_epoch: int | None = None
@@ -161,8 +166,9 @@ class nnUNetTrainerMultitask(nnUNetTrainer):
         if self.class_weights is None:  # restored by load_checkpoint when continuing
             self.class_weights = self.compute_class_weights()
         if self.local_rank == 0:
+            remove_stale_temp_files(Path(self.output_folder))
             subtypes_copy = Path(self.output_folder_base) / SUBTYPES_FILE
-            subtypes_copy.write_text(json.dumps(self.subtypes, indent=2, sort_keys=True) + "\n")
+            write_text_atomic(subtypes_copy, json.dumps(self.subtypes, indent=2, sort_keys=True) + "\n")
 
     def on_train_epoch_start(self):
         super().on_train_epoch_start()
@@ -298,6 +304,11 @@ class nnUNetTrainerMultitask(nnUNetTrainer):
             self.set_deep_supervision_enabled(was_ds)
         return validate_all_ranks(local, self.mtl_config)
 
+    def on_train_end(self):
+        super().on_train_end()
+        if self.tensorboard is not None:
+            self.tensorboard.close()
+
     def should_validate(self, epoch: int) -> bool:
         every = self.mtl_config.selection.validate_every
         return (epoch + 1) % every == 0 or epoch == self.num_epochs - 1
@@ -330,6 +341,8 @@ class nnUNetTrainerMultitask(nnUNetTrainer):
             [np.round(i, 4) for i in log.get_value("dice_per_class_or_region", -1)],
         )
 
+        metrics = None
+        values = (NAN, NAN, NAN, NAN)
         if self.should_validate(epoch):
             self.network.eval()
             with torch.no_grad():
@@ -339,14 +352,14 @@ class nnUNetTrainerMultitask(nnUNetTrainer):
                 f"whole-volume validation ({len(metrics.cases)} cases): Dice whole {values[0]:.4f}, "
                 f"lesion {values[1]:.4f}, subtype macro F1 {values[2]:.4f}, combined {values[3]:.4f}"
             )
-            if self.best_metric is None or metrics.combined > self.best_metric + self.mtl_config.selection.min_delta:
-                self.best_metric, self.best_epoch = metrics.combined, epoch
-                self.print_to_log_file(f"new best combined metric {metrics.combined:.4f}: saving checkpoint_best")
-                self.save_checkpoint(os.path.join(self.output_folder, "checkpoint_best.pth"))
-        else:
-            values = (NAN, NAN, NAN, NAN)
         for key, value in zip(("wv_dice_whole", "wv_dice_lesion", "wv_macro_f1", "wv_combined"), values):
             log.log(key, value, epoch)
+        # saved after this epoch's metrics are logged: a run resumed from checkpoint_best finds the epoch complete
+        min_delta = self.mtl_config.selection.min_delta
+        if metrics is not None and (self.best_metric is None or metrics.combined > self.best_metric + min_delta):
+            self.best_metric, self.best_epoch = metrics.combined, epoch
+            self.print_to_log_file(f"new best combined metric {metrics.combined:.4f}: saving checkpoint_best")
+            self.save_checkpoint(os.path.join(self.output_folder, "checkpoint_best.pth"))
         duration = log.get_value("epoch_end_timestamps", -1) - log.get_value("epoch_start_timestamps", -1)
         self.print_to_log_file(f"Epoch time: {duration:.2f} s")
         if (epoch + 1) % self.save_every == 0 and epoch != self.num_epochs - 1:
@@ -400,11 +413,11 @@ class nnUNetTrainerMultitask(nnUNetTrainer):
         write_subtype_csv(truth_labels, {c.name: c.subtype_true for c in metrics.cases})
         evaluation = evaluate_folder(folder, gt, truth_labels, cases=[c.name for c in metrics.cases])
         write_evaluation(evaluation, folder)
-        summary = evaluation.to_json()
+        regions, classification = evaluation.regions, evaluation.classification
         self.print_to_log_file(
             "final validation (whole volume, original geometry): Dice whole "
-            f"{summary['segmentation']['whole_pancreas']['mean_dice']}, lesion "
-            f"{summary['segmentation']['lesion']['mean_dice']}, macro F1 {summary['classification']['macro_f1']}",
+            f"{regions['whole_pancreas'].mean_dice or 0:.4f}, lesion {regions['lesion'].mean_dice or 0:.4f}, "
+            f"macro F1 {classification.macro_f1 if classification else float('nan'):.4f}",
             also_print_to_console=True,
         )
 
@@ -452,21 +465,30 @@ class nnUNetTrainerMultitask(nnUNetTrainer):
         if self.disable_checkpointing:
             self.print_to_log_file("No checkpoint written, checkpointing is disabled")
             return
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pth", dir=os.path.dirname(filename))
-        os.close(fd)
-        try:
-            torch.save(self._checkpoint(), tmp)
-            os.replace(tmp, filename)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        # a kill leaves at most a temporary file (removed by the next run), never a partial checkpoint
+        with atomic_path(Path(filename)) as tmp, open(tmp, "wb") as handle:
+            torch.save(self._checkpoint(), handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+
+    def _resume_state(self, filename: str) -> dict:
+        """The checkpoint in ``filename``; for nnU-Net's ``--c``, which picks checkpoint_latest, the newer
+        checkpoint_best instead where one exists (a kill between the two saves of an epoch)."""
+        checkpoint = torch.load(filename, map_location=self.device, weights_only=True)
+        best = Path(filename).with_name("checkpoint_best.pth")
+        if Path(filename).name == "checkpoint_latest.pth" and best.is_file():
+            candidate = torch.load(best, map_location=self.device, weights_only=True)
+            if candidate.get("current_epoch", -1) > checkpoint.get("current_epoch", -1):
+                self.print_to_log_file(f"{best.name} is newer than {Path(filename).name}: resuming from it")
+                return candidate
+        return checkpoint
 
     def load_checkpoint(self, filename_or_checkpoint: dict | str) -> None:
         if not self.was_initialized:
             self.initialize()
         checkpoint = filename_or_checkpoint
         if isinstance(checkpoint, str):
-            checkpoint = torch.load(checkpoint, map_location=self.device, weights_only=True)
+            checkpoint = self._resume_state(checkpoint)
         if checkpoint.get("format") != CHECKPOINT_FORMAT:
             raise ValueError(f"not an nnunet-mtl checkpoint (format {checkpoint.get('format')!r})")
         self.multitask_network.load_state_dict(checkpoint["network_weights"])

@@ -1,6 +1,10 @@
 """Very short schedules of the multitask trainer, found by nnU-Net through ``nnUNet_extTrainer`` in tests."""
 
+import os
+import signal
 from dataclasses import replace
+
+import torch
 
 from nnunet_mtl.config import TINY
 from nnunet_mtl.training.trainer import nnUNetTrainerMultitask
@@ -24,3 +28,46 @@ class nnUNetTrainerMultitaskSmoke(nnUNetTrainerMultitask):
 
 class nnUNetTrainerMultitaskStopEarly(nnUNetTrainerMultitask):
     mtl_config = STOP_EARLY
+
+
+ONE_EPOCH = replace(SMOKE, schedule=replace(SMOKE.schedule, num_epochs=1))
+
+
+class nnUNetTrainerMultitaskOneEpoch(nnUNetTrainerMultitask):
+    mtl_config = ONE_EPOCH
+
+
+# 8 epochs at most; nothing beats the first validation (epoch 1), so training stops before epoch 5
+FAULTS = replace(
+    SMOKE,
+    schedule=replace(SMOKE.schedule, num_epochs=8),
+    loss=replace(SMOKE.loss, phase1_epochs=2),
+    selection=replace(SMOKE.selection, validate_every=2, patience=4, min_delta=10.0),
+)
+KILL_IN_SAVE = "NNUNET_MTL_TEST_KILL_IN_SAVE"  # the epoch whose checkpoint_latest write is killed half-way
+_torch_save = torch.save
+
+
+def _save_half_then_die(obj, handle) -> None:
+    _torch_save(obj, handle)
+    handle.flush()
+    handle.truncate(handle.tell() // 2)
+    handle.flush()
+    group = os.getpgid(0)
+    if group == os.getpid():  # a session of its own (the test's subprocess): take the workers along
+        os.killpg(group, signal.SIGKILL)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+class nnUNetTrainerMultitaskFaults(nnUNetTrainerMultitask):
+    """``FAULTS``; with ``KILL_IN_SAVE=E`` in the environment, SIGKILLed in the middle of writing
+    checkpoint_latest at the end of epoch E."""
+
+    mtl_config = FAULTS
+
+    def save_checkpoint(self, filename: str) -> None:
+        if os.path.basename(filename) == "checkpoint_latest.pth" and os.environ.get(KILL_IN_SAVE) == str(
+            self.current_epoch
+        ):
+            torch.save = _save_half_then_die
+        super().save_checkpoint(filename)

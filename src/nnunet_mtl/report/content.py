@@ -1,0 +1,113 @@
+"""The report's tables, computed once and rendered both as HTML and as Markdown."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from nnunet_mtl.config import TARGETS
+from nnunet_mtl.report.sources import ReportSources
+
+NOT_AVAILABLE = "n/a"
+
+
+def fmt(value: float | None, digits: int = 4) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return NOT_AVAILABLE
+    return f"{value:.{digits}f}"
+
+
+@dataclass
+class Table:
+    header: list[str]
+    rows: list[list[str]]
+    numeric: list[bool] = field(default_factory=list)  # per column: sort as numbers
+
+
+def metrics_table(metrics: dict) -> Table:
+    segmentation = metrics["segmentation"]
+    classification = metrics.get("classification") or {}
+    rows = []
+    for name, achieved, target, peers in (
+        (
+            "Whole pancreas Dice",
+            segmentation["whole_pancreas"]["mean_dice"],
+            TARGETS.dice_whole,
+            TARGETS.peers_dice_whole,
+        ),
+        ("Lesion Dice", segmentation["lesion"]["mean_dice"], TARGETS.dice_lesion, TARGETS.peers_dice_lesion),
+        ("Subtype macro F1", classification.get("macro_f1"), TARGETS.macro_f1, TARGETS.peers_macro_f1),
+        ("Subtype accuracy", classification.get("accuracy"), None, None),
+    ):
+        met = "-" if target is None or achieved is None else ("yes" if achieved >= target else "no")
+        rows.append(
+            [
+                name,
+                "-" if target is None else f">= {target:.2f}",
+                fmt(achieved),
+                met,
+                "-" if peers is None else f"{peers[0]:.2f}-{peers[1]:.2f}",
+            ]
+        )
+    header = ["metric", "target", "achieved", "target met", "seed and peers (real validation set)"]
+    return Table(header, rows, [False] * len(header))
+
+
+def case_score(case: dict) -> float:
+    """Mean of the case's defined Dice values (whole pancreas, lesion); the order of the per-case table."""
+    values = [v for v in (case.get("dice_whole_pancreas"), case.get("dice_lesion")) if v is not None]
+    return sum(values) / len(values) if values else -1.0
+
+
+def ranked_cases(metrics: dict) -> list[dict]:
+    return sorted(metrics["cases"], key=case_score, reverse=True)
+
+
+def cases_table(sources: ReportSources) -> Table:
+    rows = []
+    for case in ranked_cases(sources.metrics):
+        probabilities = sources.probabilities.get(case["name"])
+        predicted, true = case.get("subtype_pred"), case.get("subtype_true")
+
+        def probability(k: int | None, probabilities=probabilities) -> str:
+            return NOT_AVAILABLE if probabilities is None or k is None else fmt(probabilities[k], 3)
+
+        rows.append(
+            [
+                case["name"],
+                fmt(case.get("dice_whole_pancreas")),
+                fmt(case.get("dice_lesion")),
+                "" if true is None else str(true),
+                "" if predicted is None else str(predicted),
+                probability(predicted),
+                probability(true),
+            ]
+        )
+    header = [
+        "case",
+        "Dice whole pancreas",
+        "Dice lesion",
+        "true subtype",
+        "predicted subtype",
+        "p(predicted)",
+        "p(true)",
+    ]
+    return Table(header, rows, [False, True, True, True, True, True, True])
+
+
+def run_facts(sources: ReportSources) -> list[tuple[str, str]]:
+    run = sources.run
+    loss = run.config.get("loss", {})
+    facts = [
+        ("model folder", str(sources.model_dir)),
+        ("trainer, fold", f"{run.trainer}, fold {run.fold}"),
+        ("epochs trained", f"{run.epochs}" + ("" if run.finished else " (training not finished)")),
+        ("phase 1 (classification head on a detached bottleneck)", f"epochs 0-{loss.get('phase1_epochs', 0) - 1}"),
+        ("selected checkpoint (checkpoint_best)", "none" if run.best_epoch is None else f"epoch {run.best_epoch}"),
+        ("metrics from", sources.metrics_origin),
+        ("cases", str(sources.metrics["num_cases"])),
+    ]
+    note = sources.metrics.get("classification_note")
+    if note:
+        facts.append(("subtype metrics", note))
+    return facts

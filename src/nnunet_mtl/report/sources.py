@@ -1,0 +1,146 @@
+"""What a report is made of: the training run's log, the metrics, the per-case files, a benchmark."""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from nnunet_mtl.data.layout import CHANNEL_SUFFIX
+from nnunet_mtl.errors import InputError
+from nnunet_mtl.io import NIFTI_SUFFIX
+from nnunet_mtl.training.progress import best_epoch_of
+
+LOG_CHECKPOINTS = ("checkpoint_final.pth", "checkpoint_latest.pth")
+VALIDATION_FOLDER = "validation"
+
+
+@dataclass
+class TrainingRun:
+    trainer: str
+    fold: int
+    log: dict  # nnU-Net's logging lists plus ours, one value per epoch
+    best_epoch: int | None  # the epoch checkpoint_best was saved at
+    finished: bool  # checkpoint_final exists
+    config: dict
+
+    @property
+    def epochs(self) -> int:
+        return min(len(v) for v in self.log.values())
+
+    @property
+    def phase2_start(self) -> int | None:
+        return next((i for i, phase in enumerate(self.log["phase"]) if phase == 2), None)
+
+
+@dataclass
+class CaseFiles:
+    prediction: Path | None = None
+    truth: Path | None = None
+    image: Path | None = None
+
+
+@dataclass
+class ReportSources:
+    model_dir: Path
+    run: TrainingRun
+    metrics: dict  # as metrics.json of ``nnunet-mtl evaluate``
+    metrics_origin: str
+    probabilities: dict[str, list[float]] = field(default_factory=dict)
+    files: dict[str, CaseFiles] = field(default_factory=dict)
+    benchmark: dict | None = None
+
+
+def _load(path: Path) -> dict:
+    import torch
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise InputError(path, f"cannot read checkpoint: {str(error).splitlines()[0]}") from None
+
+
+def load_training_run(model_dir: Path, fold: int | None) -> TrainingRun:
+    model_dir = Path(model_dir)
+    if not model_dir.is_dir():
+        raise InputError(model_dir, "model folder not found")
+    folds = sorted(
+        int(p.name[5:]) for p in model_dir.glob("fold_*") if p.name[5:].isdigit() and _log_checkpoint(p) is not None
+    )
+    if not folds:
+        raise InputError(model_dir, f"no fold_*/ with {' or '.join(LOG_CHECKPOINTS)} in the model folder")
+    fold = folds[0] if fold is None else fold
+    if fold not in folds:
+        raise InputError(model_dir / f"fold_{fold}", f"no {' or '.join(LOG_CHECKPOINTS)} for this fold")
+    fold_dir = model_dir / f"fold_{fold}"
+    checkpoint_path = _log_checkpoint(fold_dir)
+    checkpoint = _load(checkpoint_path)
+    if "multitask" not in checkpoint or "logging" not in checkpoint:
+        raise InputError(checkpoint_path, "not an nnunet-mtl checkpoint (no multitask state or training log)")
+    best_epoch = checkpoint["multitask"]["best_epoch"]
+    if (fold_dir / "checkpoint_best.pth").is_file():
+        best_epoch = _load(fold_dir / "checkpoint_best.pth")["multitask"]["best_epoch"]
+    log = checkpoint["logging"]
+    return TrainingRun(
+        trainer=checkpoint.get("trainer_name", ""),
+        fold=fold,
+        log=log,
+        best_epoch=best_epoch if best_epoch is not None else best_epoch_of(log),
+        finished=checkpoint_path.name == LOG_CHECKPOINTS[0],
+        config=checkpoint["multitask"]["config"],
+    )
+
+
+def _log_checkpoint(fold_dir: Path) -> Path | None:
+    return next((fold_dir / n for n in LOG_CHECKPOINTS if (fold_dir / n).is_file()), None)
+
+
+def read_probabilities(pred_dir: Path) -> dict[str, list[float]]:
+    """Class probabilities per case from ``predict``'s CSV or the final validation's JSON."""
+    csv_path, json_path = pred_dir / "subtype_probabilities.csv", pred_dir / "subtype_probabilities.json"
+    if csv_path.is_file():
+        with csv_path.open(newline="") as handle:
+            rows = list(csv.reader(handle))[1:]
+        return {row[0].removesuffix(NIFTI_SUFFIX): [float(v) for v in row[1:]] for row in rows if row}
+    if json_path.is_file():
+        values = json.loads(json_path.read_text())
+        return {name: [p[k] for k in sorted(p, key=int)] for name, p in values.items()}
+    return {}
+
+
+def index_images(folder: Path | None) -> dict[str, Path]:
+    """``{case: <case>_0000.nii.gz}`` in a folder and its ``subtypeK/`` folders."""
+    if folder is None or not Path(folder).is_dir():
+        return {}
+    suffix = CHANNEL_SUFFIX + NIFTI_SUFFIX
+    return {p.name[: -len(suffix)]: p for p in Path(folder).rglob(f"*{suffix}") if not p.name.startswith(".")}
+
+
+def index_masks(folder: Path | None) -> dict[str, Path]:
+    """``{case: <case>.nii.gz}`` masks in a folder and its ``subtypeK/`` folders (images left out)."""
+    if folder is None or not Path(folder).is_dir():
+        return {}
+    masks = Path(folder).rglob(f"*{NIFTI_SUFFIX}")
+    return {
+        p.name[: -len(NIFTI_SUFFIX)]: p
+        for p in masks
+        if not p.name.startswith(".") and not p.name.endswith(CHANNEL_SUFFIX + NIFTI_SUFFIX)
+    }
+
+
+def read_benchmark(path: Path | None) -> dict | None:
+    if path is None:
+        return None
+    path = Path(path)
+    if path.is_dir():
+        path = path / "benchmark.json"
+    if not path.is_file():
+        raise InputError(path, "benchmark results not found (expected benchmark.json of `nnunet-mtl benchmark`)")
+    try:
+        benchmark = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise InputError(path, f"not valid JSON: {error}") from None
+    if not isinstance(benchmark, dict) or "methods" not in benchmark:
+        raise InputError(path, "not a benchmark.json of `nnunet-mtl benchmark` (no methods)")
+    return benchmark
