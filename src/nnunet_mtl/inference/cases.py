@@ -95,7 +95,7 @@ def read_image(path: Path) -> tuple[np.ndarray, dict]:
     file, or a DICOM series folder)."""
     path = Path(path)
     if path.is_dir():
-        image = read_dicom_series(path)
+        image = read_dicom_series(path)  # check_finite reads NIfTI files with nibabel; a series is checked here
         if not np.isfinite(sitk.GetArrayViewFromImage(image)).all():
             raise InputError(path, "contains NaN or infinite values")
     else:

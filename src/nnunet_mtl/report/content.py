@@ -102,7 +102,7 @@ def run_facts(sources: ReportSources) -> list[tuple[str, str]]:
         ("model folder", str(sources.model_dir)),
         ("trainer, fold", f"{run.trainer}, fold {run.fold}"),
         ("epochs trained", f"{run.epochs}" + ("" if run.finished else " (training not finished)")),
-        ("phase 1 (classification head on a detached bottleneck)", f"epochs 0-{loss.get('phase1_epochs', 0) - 1}"),
+        ("phase 1 (head on a detached bottleneck)", f"epochs 0-{loss.get('phase1_epochs', 0) - 1}"),
         ("selected checkpoint (checkpoint_best)", "none" if run.best_epoch is None else f"epoch {run.best_epoch}"),
         ("metrics from", sources.metrics_origin),
         ("cases", str(sources.metrics["num_cases"])),

@@ -25,6 +25,8 @@ line-height:1.4;padding:0 1rem}h1{font-size:1.6rem}h2{border-bottom:1px solid #d
 table{border-collapse:collapse;margin:.5rem 0;font-size:.9rem}th,td{border:1px solid #ccc;padding:.25rem .6rem;
 text-align:left}th{background:#f3f3f3}th.sortable{cursor:pointer}th.sortable:after{content:" \\2195";color:#999}
 td.num{text-align:right;font-variant-numeric:tabular-nums}td.yes{background:#e3f6e5}td.no{background:#fde8e8}
+table.facts th{white-space:nowrap;vertical-align:top}table.facts td{word-break:break-all}
+.scroll{overflow-x:auto}
 img{max-width:100%;border:1px solid #eee}.note{color:#666}figure{margin:1rem 0}figcaption{color:#555;font-size:.9rem}
 """
 
@@ -73,7 +75,8 @@ def _table_html(table: Table, sortable: bool) -> str:
             cells.append(f'<td class="{css}">{html.escape(value)}</td>' if css else f"<td>{html.escape(value)}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
     css = ' class="sortable"' if sortable else ""
-    return f"<table{css}><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+    table_html = f"<table{css}><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+    return f'<div class="scroll">{table_html}</div>'
 
 
 def _embedded(figure: Figure) -> str:
@@ -92,7 +95,7 @@ def render_html(title: str, facts: list[tuple[str, str]], sections: list[Section
         f"<title>{html.escape(title)}</title><style>{STYLE}</style></head><body>",
         f"<h1>{html.escape(title)}</h1>",
         f'<section id="summary"><h2>{SECTIONS["summary"]}</h2>',
-        "<table><tbody>"
+        '<table class="facts"><tbody>'
         + "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in facts)
         + "</tbody></table>",
         "</section>",
