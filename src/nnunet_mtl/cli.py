@@ -191,14 +191,14 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from nnunet_mtl.io import check_writable_dir
+    from nnunet_mtl.io import check_staged_output_dir
     from nnunet_mtl.report.build import build_report, collect_sources
 
     out = args.out or (args.pred or args.model_dir) / "report"
     sources = collect_sources(
         args.model_dir, args.fold, args.pred, args.truth, args.labels, args.images, args.benchmark
     )
-    check_writable_dir(out)
+    check_staged_output_dir(out)
     report = build_report(sources, out)
     print(f"wrote {report} (self-contained), report.md, metrics.json and the PNGs in {out}")
     return 0

@@ -247,6 +247,13 @@ def staged_directory(final: Path) -> Iterator[Path]:
                 shutil.rmtree(stage)
 
 
+def check_staged_output_dir(path: Path) -> None:
+    """:func:`check_writable_dir` for an output folder that :func:`staged_directory` builds: it is built
+    next to ``path`` and renamed into place, so the folder above must accept it too."""
+    check_writable_dir(path)
+    check_writable_dir(Path(path).parent)
+
+
 def check_writable_dir(path: Path) -> None:
     """Refuse an output folder that cannot be created or written, before anything is computed.
 

@@ -28,7 +28,7 @@ from scipy.spatial import cKDTree
 from nnunet_mtl.data.labels import LESION, NUM_SUBTYPES, PANCREAS
 from nnunet_mtl.data.subtype_csv import format_subtype_csv
 from nnunet_mtl.errors import InputError
-from nnunet_mtl.io import check_writable_dir, staged_directory
+from nnunet_mtl.io import check_staged_output_dir, staged_directory
 
 FLOAT_LABEL_ONE = np.float32(1.0000152587890625)  # 1 + 2**-16, exactly representable in float32
 FLOAT_MASK_FRACTION = 0.8
@@ -254,8 +254,7 @@ def _plan_cases(spec: PhantomSpec) -> list[_Planned]:
 def generate_phantom(out_dir: Path, spec: PhantomSpec, overwrite: bool = False, progress=None) -> Path:
     """Write the phantom to ``out_dir`` (built under a temporary name, then renamed into place)."""
     out_dir = Path(out_dir)
-    check_writable_dir(out_dir)
-    check_writable_dir(out_dir.parent)  # the phantom is built next to OUT_DIR, then renamed into place
+    check_staged_output_dir(out_dir)
     if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
         raise InputError(out_dir, "output folder exists and is not empty (use --overwrite to replace it)")
     planned = _plan_cases(spec)

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from nnunet_mtl.errors import InputError
-from nnunet_mtl.io import atomic_path, check_writable_dir, staged_directory
+from nnunet_mtl.io import atomic_path, check_staged_output_dir, staged_directory
 from nnunet_mtl.model.multitask import SEGMENTATION_PREFIX
 
 MODEL_FILES = ("plans.json", "dataset.json", "dataset_fingerprint.json")
@@ -63,8 +63,7 @@ def export_segmentation_model(
         path = model_dir / f"fold_{fold}" / checkpoint_name
         checkpoints[fold] = load_multitask_checkpoint(path)
         check_compatible(path, checkpoints[fold], plans, dataset_json)
-    check_writable_dir(out_dir)
-    check_writable_dir(out_dir.parent)  # the copy is built next to OUT, then renamed into place
+    check_staged_output_dir(out_dir)
     with staged_directory(out_dir) as stage:
         for name in MODEL_FILES:
             if (model_dir / name).is_file():
