@@ -49,21 +49,30 @@ def test_mirroring_averages_eight_passes(network):
 
 
 class IdentityNetwork(torch.nn.Module):
-    """Segmentation = the input (two copies), so padding and cropping can be checked voxel for voxel."""
+    """Segmentation = the input (two copies), so padding and cropping can be checked voxel for voxel; the
+    pooling evidence of a pass is (sum of the spatial weights times the input, sum of the weights)."""
 
     has_regions = True
 
     def __init__(self):
         super().__init__()
         self.anchor = torch.nn.Parameter(torch.zeros(1))
-        self.head = type("Head", (), {"pooling": "lesion"})()
         self.seen_shapes = []
+        self.evidence_sums = []
+        self.classified = []
 
-    def forward(self, x):
-        from nnunet_mtl.model.multitask import MultitaskOutput
+    def evidence(self, x, spatial_weights=None):
+        from nnunet_mtl.model.multitask import PoolingEvidence
 
         self.seen_shapes.append(tuple(x.shape[2:]))
-        return MultitaskOutput(torch.cat([x, x], 1), x.mean((2, 3, 4)).repeat(1, 3))
+        weights = torch.ones_like(x) if spatial_weights is None else spatial_weights.expand_as(x)
+        total, weight = (x * weights).sum((2, 3, 4)), weights.sum((2, 3, 4))
+        self.evidence_sums.append((total, weight))
+        return PoolingEvidence(torch.cat([x, x], 1), total, weight)
+
+    def classify_case(self, x, segmentation, pooled):
+        self.classified.append((x.shape, segmentation.shape, pooled))
+        return pooled.repeat(1, 3)
 
 
 @pytest.mark.parametrize("shape", [(13, 37, 29), (16, 32, 32), (5, 9, 70)])
@@ -106,3 +115,22 @@ def test_sliding_window_equals_stock_nnunet_sliding_window(network):
     inside = (slice(None), slice(3, -3), slice(3, -3), slice(3, -3))
     torch.testing.assert_close(ours.segmentation_logits[inside], expected.float()[inside], rtol=0, atol=5e-3)
     assert ((ours.segmentation_logits > 0) == (expected > 0)).float().mean() > 0.99
+
+
+def test_sliding_window_classifies_the_case_once_from_all_tiles_pooling_sums():
+    network = IdentityNetwork()
+    data = torch.randn(1, 20, 40, 45)
+    result = predict_case(network, data, PATCH, STAGES["strides"], 8, 0.0, mirror_axes=(2,))
+    assert result.path == "sliding" and len(network.evidence_sums) == result.num_forward_passes > 2
+    ((image_shape, segmentation_shape, pooled),) = network.classified  # the head's MLP runs once per case
+    assert image_shape[2:] == segmentation_shape[2:] == (20, 40, 45)  # the whole case, stitched
+    expected = sum(t for t, _ in network.evidence_sums) / sum(w for _, w in network.evidence_sums)
+    torch.testing.assert_close(pooled, expected)
+    torch.testing.assert_close(result.class_logits, expected[0].repeat(3))
+
+
+def test_whole_volume_classification_equals_the_networks_own_forward(network):
+    data = torch.randn(1, 16, 32, 32)
+    with torch.no_grad():
+        expected = network(data[None]).class_logits[0]
+    torch.testing.assert_close(_predict(network, data, budget=1e12).class_logits, expected)

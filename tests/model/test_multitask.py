@@ -54,6 +54,26 @@ def test_one_encoder_call_per_forward(build, pooling, training):
     assert out.segmentation[1].shape == (2, 2, 16, 16, 16)
 
 
+@pytest.mark.parametrize("pooling", ["avg", "lesion"])
+def test_one_encoder_call_per_inference_pass(pooling):
+    model = MultitaskUNet(plain_unet(False), 3, HeadConfig(pooling=pooling)).eval()
+    calls = count_encoder_calls(model)
+    evidence = model.evidence(torch.randn(1, 1, 16, 32, 32))
+    assert len(calls) == 1
+    assert evidence.segmentation.shape == (1, 2, 16, 32, 32)
+    assert evidence.pooled_sum.shape == (1, 64) and evidence.pooled_weight.shape == (1, 1)
+
+
+@pytest.mark.parametrize("pooling", ["avg", "lesion"])
+def test_pooling_sums_of_parts_add_up_to_the_pooling_of_the_whole(pooling):
+    head = MultitaskUNet(plain_unet(False), 3, HeadConfig(pooling=pooling)).head
+    bottleneck = torch.randn(1, 64, 4, 6, 6)
+    lesion = torch.rand(1, 1, 4, 6, 6)  # on the bottleneck grid, so resampling is the identity
+    whole_sum, whole_weight = head.pool(bottleneck, lesion)
+    parts = [head.pool(bottleneck[..., :, :, s], lesion[..., :, :, s]) for s in (slice(0, 2), slice(2, 6))]
+    torch.testing.assert_close(sum(p[0] for p in parts) / sum(p[1] for p in parts), whole_sum / whole_weight)
+
+
 def test_deep_supervision_toggle_through_decoder_attribute():
     model = MultitaskUNet(plain_unet(), 3, HeadConfig())
     model.decoder.deep_supervision = False  # what nnU-Net's set_deep_supervision_enabled does

@@ -1,4 +1,5 @@
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -208,3 +209,37 @@ def test_head_learns_at_full_rate_whatever_the_loss_weight(trainer_with_batch):
     trainer.train_step(batch)
     for parameter, grad in zip(network.head.parameters(), expected):
         assert torch.allclose(parameter.grad, grad, rtol=1e-4, atol=1e-6)
+
+
+def test_augmentation_choice_selects_the_training_pipeline(trainer_with_batch):
+    from batchgeneratorsv2.transforms.spatial.mirroring import MirrorTransform
+    from batchgeneratorsv2.transforms.spatial.spatial import SpatialTransform
+
+    trainer, batch = trainer_with_batch
+    patch = list(trainer.configuration_manager.patch_size)
+    assert list(batch["data"].shape[2:]) == patch
+    for augmentation, spatial in (("mirror", False), ("nnunet", True)):
+        trainer.mtl_config = replace(SMOKE, schedule=replace(SMOKE.schedule, augmentation=augmentation))
+        rotation, dummy_2d, initial_patch, mirror_axes = (
+            trainer.configure_rotation_dummyDA_mirroring_and_inital_patch_size()
+        )
+        assert mirror_axes == (0, 1, 2) and trainer.inference_allowed_mirroring_axes == (0, 1, 2)
+        assert (list(initial_patch) == patch) != spatial  # nnU-Net crops from a larger patch after rotating
+        pipeline = trainer.get_training_transforms(
+            patch,
+            rotation,
+            trainer._get_deep_supervision_scales(),
+            mirror_axes,
+            dummy_2d,
+            regions=trainer.label_manager.foreground_regions,
+        )
+        kinds = [type(t).__name__ for t in pipeline.transforms]
+        assert MirrorTransform.__name__ in kinds
+        assert (SpatialTransform.__name__ in kinds) == spatial
+        if not spatial:
+            assert kinds == [
+                "MirrorTransform",
+                "RemoveLabelTransform",
+                "ConvertSegmentationToRegionsTransform",
+                "DownsampleSegForDSTransform",
+            ]

@@ -8,16 +8,24 @@ Two paths, chosen by an estimate of the forward pass's peak memory against a bud
   nnU-Net's single tile: the network was trained on patches, and its instance normalisation sees the
   padded zeros.
 * **sliding window** - nnU-Net's tiling (tile = patch size, step 0.5 by default) with its Gaussian
-  weighting for the segmentation. The subtype logits are averaged over tiles, weighted by how much of
-  the structure the head pools over (the lesion by default; the whole pancreas for average pooling)
-  each tile predicts::
+  weighting for the segmentation.
 
-      class_logits = sum_t w_t * logits_t / sum_t w_t,   w_t = sum_v g(v) * p_t(v) + eps
+The subtype logits come from ONE application of the head's MLP per case, on the bottleneck pooled over
+every pass of that case (tiles and flips) and on the intensity statistics of the whole stitched case::
 
-  where ``g`` is the Gaussian importance map and ``p_t`` that predicted probability in tile ``t``; tiles
-  without it barely count, and a volume where it is predicted nowhere falls back to the plain mean.
+      pooled = sum_t sum_v g_t(v) w_t(v) f_t(v) / sum_t sum_v g_t(v) w_t(v)
+      class_logits = MLP(LayerNorm(pooled), statistics(image, stitched segmentation))
 
-Mirroring (``mirror_axes``) averages the logits of both outputs over all flips, as nnU-Net does.
+where ``f_t`` are tile ``t``'s bottleneck features, ``w_t`` the probability of the structure the head
+pools over (the lesion by default, the whole pancreas for ``"foreground"``, 1 for ``"avg"``) predicted
+in that tile plus a small epsilon, and ``g_t(v)`` tile ``t``'s share of voxel ``v``: nnU-Net's Gaussian
+importance of the tile there divided by the sum over the tiles covering ``v`` (the same blending as the
+segmentation; 1 on the whole-volume path and for a single tile), all on the bottleneck grid. So every
+voxel of the case counts once, and a lesion split across tiles is pooled as one lesion, as in a single
+pass over the whole volume; averaging per-tile logits instead would classify fragments.
+
+Mirroring (``mirror_axes``) averages the segmentation logits over all flips, as nnU-Net does, and adds
+every flip's pooling sums to the case's.
 """
 
 from __future__ import annotations
@@ -31,7 +39,7 @@ import torch
 from acvl_utils.cropping_and_padding.padding import pad_nd_image
 from nnunetv2.inference.sliding_window_prediction import compute_gaussian, compute_steps_for_sliding_window
 
-from nnunet_mtl.model.multitask import MultitaskOutput, MultitaskUNet, structure_maps
+from nnunet_mtl.model.multitask import MultitaskUNet
 
 # Peak memory of a whole-volume forward pass (fp32, no grad) = voxels x first-stage features x BYTES + a
 # fixed overhead. Measured by benchmarks/forward_memory.py on PlainConvUNet (tiny and default plans) and
@@ -39,7 +47,6 @@ from nnunet_mtl.model.multitask import MultitaskOutput, MultitaskUNet, structure
 # constants keep about 10% above the largest measurement.
 BYTES_PER_VOXEL_PER_FEATURE = 36
 FORWARD_OVERHEAD_BYTES = 96 * 2**20
-FOREGROUND_EPS = 1e-3
 
 
 @dataclass(frozen=True)
@@ -65,16 +72,38 @@ def _mirror_combinations(mirror_axes: Sequence[int] | None) -> list[tuple[int, .
     return [()] + [c for i in range(len(axes)) for c in itertools.combinations(axes, i + 1)]
 
 
-def _forward_with_mirroring(network: MultitaskUNet, x: torch.Tensor, mirror_axes) -> tuple[MultitaskOutput, int]:
-    combos = _mirror_combinations(mirror_axes)
-    segmentation = class_logits = None
-    for axes in combos:
-        out = network(torch.flip(x, axes) if axes else x)
-        seg = out.segmentation[0] if isinstance(out.segmentation, (list, tuple)) else out.segmentation
-        seg = torch.flip(seg, axes) if axes else seg
-        segmentation = seg.float() if segmentation is None else segmentation + seg.float()
-        class_logits = out.class_logits.float() if class_logits is None else class_logits + out.class_logits.float()
-    return MultitaskOutput(segmentation / len(combos), class_logits / len(combos)), len(combos)
+class _CaseAccumulator:
+    """Sums of the pooling evidence of every pass of one case."""
+
+    def __init__(self) -> None:
+        self.pooled_sum: torch.Tensor | None = None
+        self.pooled_weight: torch.Tensor | None = None
+        self.passes = 0
+
+    def evidence_with_mirroring(
+        self, network: MultitaskUNet, x: torch.Tensor, mirror_axes, spatial_weights: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Segmentation logits of ``x`` averaged over the flips (float32, on x's device); every flip's
+        pooling sums are added to the case's."""
+        combos = _mirror_combinations(mirror_axes)
+        segmentation = None
+        for axes in combos:
+            weights = spatial_weights
+            if axes and weights is not None:
+                weights = torch.flip(weights, axes)
+            evidence = network.evidence(torch.flip(x, axes) if axes else x, weights)
+            seg = torch.flip(evidence.segmentation, axes) if axes else evidence.segmentation
+            segmentation = seg.float() if segmentation is None else segmentation + seg.float()
+            total, weight = evidence.pooled_sum.float().cpu(), evidence.pooled_weight.float().cpu()
+            self.pooled_sum = total if self.pooled_sum is None else self.pooled_sum + total
+            self.pooled_weight = weight if self.pooled_weight is None else self.pooled_weight + weight
+        self.passes += len(combos)
+        return segmentation / len(combos)
+
+    def class_logits(self, network: MultitaskUNet, x: torch.Tensor, segmentation: torch.Tensor) -> torch.Tensor:
+        device = next(network.parameters()).device
+        pooled = (self.pooled_sum / self.pooled_weight).to(device)
+        return network.classify_case(x.to(device), segmentation.to(device), pooled)[0].float().cpu()
 
 
 @torch.inference_mode()
@@ -89,9 +118,11 @@ def predict_whole_volume(
     device = next(network.parameters()).device
     minimum = None if patch_size is None else [int(p) for p in patch_size]
     padded, slicer = pad_nd_image(data, minimum, "constant", {"value": 0}, True, list(divisibility(strides)))
-    out, passes = _forward_with_mirroring(network, padded[None].to(device), mirror_axes)
-    segmentation = out.segmentation[0][(slice(None), *slicer[1:])]
-    return CasePrediction(segmentation.cpu(), out.class_logits[0].cpu(), "whole", passes)
+    x = padded[None].to(device)
+    case = _CaseAccumulator()
+    segmentation = case.evidence_with_mirroring(network, x, mirror_axes)
+    class_logits = case.class_logits(network, x, segmentation)
+    return CasePrediction(segmentation[0][(slice(None), *slicer[1:])].cpu(), class_logits, "whole", case.passes)
 
 
 @torch.inference_mode()
@@ -114,28 +145,23 @@ def predict_sliding_window(
         dtype=torch.float32,
         device=torch.device("cpu"),
     )
-    seg_sum = None
+    tiles = [tuple(slice(s, s + p) for s, p in zip(start, patch_size)) for start in itertools.product(*steps)]
     weight_sum = torch.zeros(spatial, dtype=torch.float32)
-    class_sum = None
-    class_weight = 0.0
-    passes = 0
-    for start in itertools.product(*steps):
-        tile = tuple(slice(s, s + p) for s, p in zip(start, patch_size))
-        out, n = _forward_with_mirroring(network, padded[(slice(None), *tile)][None].to(device), mirror_axes)
-        passes += n
-        seg = out.segmentation[0].cpu()
+    for tile in tiles:
+        weight_sum[tile] += gaussian
+    seg_sum = None
+    case = _CaseAccumulator()
+    for tile in tiles:
+        x = padded[(slice(None), *tile)][None].to(device)
+        # each voxel's share of this tile: the pooling counts every voxel of the case once
+        share = (gaussian / weight_sum[tile])[None, None].to(device)
+        seg = case.evidence_with_mirroring(network, x, mirror_axes, share)[0].cpu()
         if seg_sum is None:
             seg_sum = torch.zeros((seg.shape[0], *spatial), dtype=torch.float32)
-            class_sum = torch.zeros(out.class_logits.shape[1], dtype=torch.float32)
         seg_sum[(slice(None), *tile)] += seg * gaussian
-        weight_sum[tile] += gaussian
-        maps = structure_maps(seg[None], network.has_regions)[0]
-        relevance = maps[0] if network.head.pooling in ("avg", "foreground") else maps[1]
-        w = float((relevance * gaussian).sum()) + FOREGROUND_EPS
-        class_sum += w * out.class_logits[0].cpu()
-        class_weight += w
-    segmentation = (seg_sum / weight_sum)[(slice(None), *slicer[1:])]
-    return CasePrediction(segmentation, class_sum / class_weight, "sliding", passes)
+    stitched = seg_sum / weight_sum
+    class_logits = case.class_logits(network, padded[None], stitched[None])
+    return CasePrediction(stitched[(slice(None), *slicer[1:])], class_logits, "sliding", case.passes)
 
 
 def whole_volume_shape(

@@ -59,23 +59,41 @@ class ClassificationHead(nn.Module):
         layers.append(nn.Linear(width, num_classes))
         self.mlp = nn.Sequential(*layers)
 
-    def forward(
+    def pool(
         self,
         bottleneck: torch.Tensor,
         voxel_weights: torch.Tensor | None = None,
-        statistics: torch.Tensor | None = None,
-    ) -> torch.Tensor:
+        spatial_weights: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Weighted sum of the bottleneck features, (batch, channels), and the sum of the weights,
+        (batch, 1); the pooled features are their ratio. Sums over several tiles or flips add up to the
+        pooling of the whole case. ``spatial_weights`` (on the input grid, e.g. nnU-Net's Gaussian
+        importance map of a tile) multiply the structure weights."""
         spatial = tuple(range(2, bottleneck.ndim))
+        grid = bottleneck.shape[2:]
         if self.pooling != "avg":
             if voxel_weights is None:
                 raise ValueError(f"{self.pooling} pooling needs the predicted probability map")
-            weights = _resample(voxel_weights, bottleneck.shape[2:]) + _EPS  # uniform where nothing is predicted
-            pooled = (bottleneck * weights).sum(spatial) / weights.sum(spatial)
+            weights = _resample(voxel_weights, grid) + _EPS  # uniform where nothing is predicted
         else:
-            pooled = bottleneck.mean(spatial)
+            weights = torch.ones((bottleneck.shape[0], 1, *grid), dtype=torch.float32, device=bottleneck.device)
+        if spatial_weights is not None:
+            weights = weights * _resample(spatial_weights, grid)
+        return (bottleneck * weights).sum(spatial), weights.sum(spatial)
+
+    def classify_pooled(self, pooled: torch.Tensor, statistics: torch.Tensor | None = None) -> torch.Tensor:
         features = self.norm(pooled.float())
         if self.use_intensity_statistics:
             if statistics is None:
                 raise ValueError("the head was built with intensity statistics but got none")
             features = torch.cat([features, statistics.float()], 1)
         return self.mlp(features)
+
+    def forward(
+        self,
+        bottleneck: torch.Tensor,
+        voxel_weights: torch.Tensor | None = None,
+        statistics: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        total, mass = self.pool(bottleneck, voxel_weights)
+        return self.classify_pooled(total / mass, statistics)

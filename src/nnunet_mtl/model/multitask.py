@@ -18,6 +18,18 @@ class MultitaskOutput(NamedTuple):
     class_logits: torch.Tensor  # (batch, num_subtypes)
 
 
+class PoolingEvidence(NamedTuple):
+    """One forward pass, before the head's MLP: what tiles and flips of a case add up."""
+
+    segmentation: torch.Tensor  # (batch, channels, *spatial) full-resolution logits
+    pooled_sum: torch.Tensor  # (batch, bottleneck channels): weighted sum of bottleneck features
+    pooled_weight: torch.Tensor  # (batch, 1): sum of the weights
+
+
+def full_resolution(segmentation: torch.Tensor | list[torch.Tensor]) -> torch.Tensor:
+    return segmentation[0] if isinstance(segmentation, (list, tuple)) else segmentation
+
+
 def structure_maps(segmentation: torch.Tensor, has_regions: bool) -> torch.Tensor:
     """Detached probability maps of the whole pancreas and of the lesion, (batch, 2, *spatial).
 
@@ -80,16 +92,42 @@ class MultitaskUNet(nn.Module):
     ) -> torch.Tensor:
         """Subtype logits from the bottleneck, pooled over the (reference or predicted) structure maps."""
         maps = reference_maps
-        if maps is None and (self.head.pooling != "avg" or self.head.use_intensity_statistics):
-            full_resolution = segmentation[0] if isinstance(segmentation, (list, tuple)) else segmentation
-            maps = structure_maps(full_resolution, self.has_regions)
-        weights = (
-            {"avg": None, "foreground": maps[:, :1], "lesion": maps[:, 1:]}[self.head.pooling]
-            if maps is not None
-            else None
-        )
-        statistics = intensity_statistics(x, maps[:, 1:], maps[:, :1]) if self.head.use_intensity_statistics else None
-        return self.head(bottleneck, weights, statistics)
+        if maps is None and self._needs_maps():
+            maps = structure_maps(full_resolution(segmentation), self.has_regions)
+        return self.head(bottleneck, self._pooling_weights(maps), self._statistics(x, maps))
+
+    def evidence(self, x: torch.Tensor, spatial_weights: torch.Tensor | None = None) -> PoolingEvidence:
+        """One encoder pass: the segmentation and the head's pooling sums (see ``ClassificationHead.pool``),
+        for inference that aggregates tiles or flips into one case-level classification."""
+        skips = self.unet.encoder(x)
+        segmentation = full_resolution(self.unet.decoder(skips))
+        return self.pooling_evidence(skips[-1], segmentation, spatial_weights)
+
+    def pooling_evidence(
+        self, bottleneck: torch.Tensor, segmentation: torch.Tensor, spatial_weights: torch.Tensor | None = None
+    ) -> PoolingEvidence:
+        maps = structure_maps(segmentation, self.has_regions) if self.head.pooling != "avg" else None
+        total, weight = self.head.pool(bottleneck, self._pooling_weights(maps), spatial_weights)
+        return PoolingEvidence(segmentation, total, weight)
+
+    def classify_case(self, x: torch.Tensor, segmentation: torch.Tensor, pooled: torch.Tensor) -> torch.Tensor:
+        """The head's MLP on a case's pooled features, with the intensity statistics of the whole case
+        (image ``x`` and its stitched segmentation logits)."""
+        maps = structure_maps(segmentation, self.has_regions) if self.head.use_intensity_statistics else None
+        return self.head.classify_pooled(pooled, self._statistics(x, maps))
+
+    def _needs_maps(self) -> bool:
+        return self.head.pooling != "avg" or self.head.use_intensity_statistics
+
+    def _pooling_weights(self, maps: torch.Tensor | None) -> torch.Tensor | None:
+        if maps is None:
+            return None
+        return {"avg": None, "foreground": maps[:, :1], "lesion": maps[:, 1:]}[self.head.pooling]
+
+    def _statistics(self, x: torch.Tensor, maps: torch.Tensor | None) -> torch.Tensor | None:
+        if not self.head.use_intensity_statistics:
+            return None
+        return intensity_statistics(x, maps[:, 1:], maps[:, :1])
 
     def segmentation_state_dict(self) -> dict[str, torch.Tensor]:
         return {
@@ -142,3 +180,11 @@ class EncoderTwiceUNet(nn.Module):
         segmentation = self.multitask.unet(x)
         bottleneck = self.multitask.unet.encoder(x)[-1]
         return MultitaskOutput(segmentation, self.multitask.classify(x, bottleneck, segmentation, reference_maps))
+
+    def evidence(self, x: torch.Tensor, spatial_weights: torch.Tensor | None = None) -> PoolingEvidence:
+        segmentation = full_resolution(self.multitask.unet(x))
+        bottleneck = self.multitask.unet.encoder(x)[-1]
+        return self.multitask.pooling_evidence(bottleneck, segmentation, spatial_weights)
+
+    def classify_case(self, x: torch.Tensor, segmentation: torch.Tensor, pooled: torch.Tensor) -> torch.Tensor:
+        return self.multitask.classify_case(x, segmentation, pooled)

@@ -17,7 +17,6 @@ from time import time
 import numpy as np
 import torch
 from nnunetv2.training.loss.dice import get_tp_fp_fn_tn
-from nnunetv2.training.lr_scheduler.polylr import PolyLRScheduler
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.helpers import dummy_context
 from torch import autocast
@@ -29,7 +28,9 @@ from nnunet_mtl.data.prepare import SUBTYPES_FILE
 from nnunet_mtl.data.subtype_csv import write_subtype_csv
 from nnunet_mtl.io import atomic_path, remove_stale_temp_files, write_text_atomic
 from nnunet_mtl.model.multitask import MultitaskUNet, build_multitask_network
+from nnunet_mtl.training.augmentation import mirror_only_transforms
 from nnunet_mtl.training.distributed import gather_objects, inverse_frequency_weights, weighted_cross_entropy
+from nnunet_mtl.training.optimizer import build_optimizer
 from nnunet_mtl.training.progress import NAN, MultitaskLocalLogger
 from nnunet_mtl.training.tracking import TensorBoardLogger
 from nnunet_mtl.training.validation import ValidationMetrics, validate_all_ranks, validate_cases
@@ -109,18 +110,51 @@ class nnUNetTrainerMultitask(nnUNetTrainer):
         return network._orig_mod if isinstance(network, OptimizedModule) else network
 
     def configure_optimizers(self):
-        """nnU-Net's SGD and poly schedule; the head is its own parameter group with a lower momentum."""
-        head = list(self.multitask_network.head.parameters())
-        head_ids = {id(p) for p in head}
-        shared = [p for p in self.network.parameters() if id(p) not in head_ids]
-        optimizer = torch.optim.SGD(
-            [{"params": shared}, {"params": head, "momentum": self.mtl_config.loss.head_momentum}],
-            self.initial_lr,
-            weight_decay=self.weight_decay,
-            momentum=0.99,
-            nesterov=True,
+        """nnU-Net's SGD and poly schedule; the head is its own parameter group (rate and momentum)."""
+        return build_optimizer(
+            self.network, self.multitask_network.head, self.mtl_config, self.weight_decay, self.num_epochs
         )
-        return optimizer, PolyLRScheduler(optimizer, self.initial_lr, self.num_epochs)
+
+    # ------------------------------------------------------------------ augmentation
+
+    def configure_rotation_dummyDA_mirroring_and_inital_patch_size(self):
+        rotation, dummy_2d, initial_patch_size, mirror_axes = (
+            super().configure_rotation_dummyDA_mirroring_and_inital_patch_size()
+        )
+        if self.mtl_config.schedule.augmentation == "mirror":
+            # without rotation or scaling there is nothing to crop a larger patch for
+            initial_patch_size = list(self.configuration_manager.patch_size)
+        return rotation, dummy_2d, initial_patch_size, mirror_axes
+
+    def get_training_transforms(
+        self,
+        patch_size,
+        rotation_for_DA,
+        deep_supervision_scales,
+        mirror_axes,
+        do_dummy_2d_data_aug,
+        use_mask_for_norm=None,
+        is_cascaded=False,
+        foreground_labels=None,
+        regions=None,
+        ignore_label=None,
+    ):
+        if self.mtl_config.schedule.augmentation == "mirror":
+            return mirror_only_transforms(
+                mirror_axes, deep_supervision_scales, is_cascaded, foreground_labels, regions, ignore_label
+            )
+        return nnUNetTrainer.get_training_transforms(
+            patch_size,
+            rotation_for_DA,
+            deep_supervision_scales,
+            mirror_axes,
+            do_dummy_2d_data_aug,
+            use_mask_for_norm,
+            is_cascaded,
+            foreground_labels,
+            regions,
+            ignore_label,
+        )
 
     # ------------------------------------------------------------------ subtypes and phases
 

@@ -1,0 +1,30 @@
+"""Training augmentation choices: nnU-Net's own pipeline, or mirroring only for short schedules.
+
+nnU-Net's pipeline (rotation, scaling, noise, blur, brightness, contrast, low resolution, gamma,
+mirroring) pays off over its 250,000 training steps; within the ``tiny`` preset's few hundred steps it
+slows learning down (on the phantom the lesion appeared later and ended lower; see README, "Measured").
+``"mirror"`` keeps the random flips, so inference may still mirror (stock nnU-Net's 8-flip prediction of
+the exported weights stays valid), and drops the rest.
+"""
+
+from __future__ import annotations
+
+from batchgeneratorsv2.transforms.spatial.mirroring import MirrorTransform
+from batchgeneratorsv2.transforms.utils.compose import ComposeTransforms
+from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+
+
+def mirror_only_transforms(
+    mirror_axes: tuple[int, ...] | None,
+    deep_supervision_scales,
+    is_cascaded: bool = False,
+    foreground_labels=None,
+    regions=None,
+    ignore_label: int | None = None,
+) -> ComposeTransforms:
+    """Random flips, then nnU-Net's own target preparation (the same as its validation pipeline)."""
+    target = nnUNetTrainer.get_validation_transforms(
+        deep_supervision_scales, is_cascaded, foreground_labels, regions, ignore_label
+    )
+    flips = [MirrorTransform(allowed_axes=mirror_axes)] if mirror_axes else []
+    return ComposeTransforms([*flips, *target.transforms])
