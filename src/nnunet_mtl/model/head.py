@@ -67,8 +67,8 @@ class ClassificationHead(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Weighted sum of the bottleneck features, (batch, channels), and the sum of the weights,
         (batch, 1); the pooled features are their ratio. Sums over several tiles or flips add up to the
-        pooling of the whole case. ``spatial_weights`` (on the input grid, e.g. nnU-Net's Gaussian
-        importance map of a tile) multiply the structure weights."""
+        pooling of the whole case. ``spatial_weights`` (on the input grid, e.g. a sliding-window tile's
+        share of each voxel) multiply the structure weights."""
         spatial = tuple(range(2, bottleneck.ndim))
         grid = bottleneck.shape[2:]
         if self.pooling != "avg":

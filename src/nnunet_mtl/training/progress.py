@@ -88,7 +88,7 @@ def plot_training_curves(log: dict, path: Path, best_epoch: int | None = None) -
     ax.legend(loc="lower center", fontsize="small")
 
     ax = axes[3]
-    ax.plot(x, log["lrs"][:epochs], "b-", label="learning rate")
+    ax.plot(x, log["lrs"][:epochs], "b-", label="learning rate (shared network; the head decays from its own rate)")
     ax.set_ylabel("learning rate")
     ax.legend(loc="upper right", fontsize="small")
 
