@@ -629,6 +629,8 @@ def benchmark_case(kind: str, ws: Workspace) -> Bad:
         extra, culprit, phrase = ["--max-cases=-1"], "--max-cases", "must be >= 0"
     elif kind == "two-checkpoints":
         extra, culprit, phrase = ["--checkpoint", "best", "final"], "--checkpoint", "single --checkpoint"
+    elif kind == "unknown-row":
+        extra, culprit, phrase = ["--methods", "c", "e"], "--methods", "unknown row(s) e"
     else:
         raise AssertionError(kind)
     argv = ["benchmark", "--model-dir", str(model), "-i", str(inputs), "--out", str(out), *extra]
@@ -649,6 +651,7 @@ BENCHMARK = [
     *OUTPUT_DAMAGE,
     "max-cases-negative",
     "two-checkpoints",
+    "unknown-row",
 ]
 
 

@@ -161,7 +161,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_benchmark(args: argparse.Namespace) -> int:
-    from nnunet_mtl.inference.benchmark import check_inputs, run_benchmark
+    from nnunet_mtl.inference.benchmark import METHODS, REFERENCE_METHODS, check_inputs, run_benchmark
     from nnunet_mtl.inference.cases import find_input_cases
 
     require_device(args.device)
@@ -169,6 +169,11 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
         raise InputError(None, "benchmark compares one checkpoint; give a single --checkpoint")
     if args.max_cases < 0:
         raise InputError(None, f"--max-cases must be >= 0, got {args.max_cases}")
+    optional = [m for m in METHODS if m not in REFERENCE_METHODS]
+    unknown = sorted(set(args.methods or ()) - set(optional))
+    if unknown:
+        raise InputError(None, f"--methods: unknown row(s) {', '.join(unknown)}; choose among {' '.join(optional)}")
+    methods = (*REFERENCE_METHODS, *(m for m in optional if args.methods is None or m in args.methods))
     cases = find_input_cases(args.input)
     if args.max_cases:
         cases = cases[: args.max_cases]
@@ -183,6 +188,7 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
         labels=args.labels,
         folds=args.fold,
         checkpoint=args.checkpoint[0],
+        methods=methods,
         log=lambda message: print(message, file=sys.stderr),
     )
     print(benchmark["table"])
@@ -359,6 +365,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--labels", type=Path, metavar="CSV", help="truth subtypes (Names,Subtype)")
     p.add_argument("--out", type=Path, default=Path("benchmark"), metavar="DIR", help="default ./benchmark")
     p.add_argument("--max-cases", type=int, default=0, metavar="N", help="only the first N cases (0: all)")
+    p.add_argument(
+        "--methods",
+        nargs="+",
+        metavar="ROW",
+        help="rows among b c d c_alt to run besides the references (a) and (a'), which always run (default: all)",
+    )
     p.set_defaults(func=cmd_benchmark)
 
     p = sub.add_parser("report", help="HTML report: metrics vs targets, training curves, confusion, cases, overlays")

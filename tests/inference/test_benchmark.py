@@ -2,7 +2,7 @@ import json
 import math
 
 from nnunet_mtl.cli import main
-from nnunet_mtl.inference.benchmark import LABELS, METHODS
+from nnunet_mtl.inference.benchmark import LABELS, METHODS, class_agreement, markdown_table
 
 
 def test_benchmark_compares_all_methods_on_the_same_weights(smoke_model, small_phantom, tmp_path, capsys):
@@ -28,6 +28,11 @@ def test_benchmark_compares_all_methods_on_the_same_weights(smoke_model, small_p
         value = methods["a_ref"]["dice_to_a"][region]
         assert value is None or value > 0.99
     assert "class_agreement_with_a" not in stock and stock["subtypes"] is None  # stock has no subtype head
+    reference = methods["a_ref"]["subtypes"]
+    for key in ("b", "c", "d", "c_alt"):
+        agree, total = methods[key]["class_agreement_cases"]
+        assert total == 2 and agree == sum(methods[key]["subtypes"][n] == reference[n] for n in reference)
+        assert len(methods[key]["class_disagreements"]) == total - agree
     assert methods["c"]["forward_passes_per_case"] == 1 and methods["c"]["paths"] == ["whole"]
     assert methods["d"]["forward_passes_per_case"] == 8
     assert methods["b"]["forward_passes_per_case"] == 1
@@ -37,3 +42,48 @@ def test_benchmark_compares_all_methods_on_the_same_weights(smoke_model, small_p
     assert math.isclose(truth["delta_whole_vs_a"], truth["dice_whole"] - stock["truth"]["dice_whole"])
     for key in METHODS:
         assert len(list((out / key).glob("quiz_*.nii.gz"))) == 2
+
+
+def _wilson(k: int, n: int, z: float = 1.959964) -> tuple[float, float]:
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return centre - half, centre + half
+
+
+def test_class_agreement_counts_cases_and_names_the_differing_ones():
+    names = [f"quiz_{i:03d}" for i in range(12)]
+    reference = {
+        "subtypes": {n: i % 3 for i, n in enumerate(names)},
+        "subtype_probabilities": {n: [0.8 if c == i % 3 else 0.1 for c in range(3)] for i, n in enumerate(names)},
+    }
+    reference["subtype_probabilities"]["quiz_004"] = [0.30, 0.36, 0.34]  # a near tie, subtype 1
+    ours = {
+        "subtypes": {**reference["subtypes"], "quiz_004": 2},
+        "subtype_probabilities": {**reference["subtype_probabilities"], "quiz_004": [0.2, 0.3, 0.5]},
+    }
+    result = class_agreement(ours, reference, names)
+    assert result["class_agreement_cases"] == [11, 12]
+    assert math.isclose(result["class_agreement_with_a"], 11 / 12)
+    low, high = result["class_agreement_ci95"]
+    assert low < 11 / 12 < high
+    assert all(math.isclose(a, b, abs_tol=1e-6) for a, b in zip((low, high), _wilson(11, 12)))
+    (differing,) = result["class_disagreements"]
+    assert differing["case"] == "quiz_004" and (differing["subtype"], differing["reference_subtype"]) == (2, 1)
+    assert math.isclose(differing["reference_margin"], 0.02)
+    # the table shows the count and the interval, not only a percentage
+    row = {**result, "median_seconds_per_case": 1.0, "speedup_vs_a": 1.0, "precision": "fp32", "peak_rss_mib": 1}
+    table = markdown_table({"methods": {"c": row}, "truth": None, "device": "cpu"})
+    assert f"92% (11/12; CI {low:.0%}-{high:.0%})" in table
+    # a benchmark.json of an earlier version (a share only) still renders, e.g. in `nnunet-mtl report`
+    older = {"class_agreement_with_a": 11 / 12, **{k: v for k, v in row.items() if not k.startswith("class")}}
+    assert "| 92% |" in markdown_table({"methods": {"c": older}, "truth": None, "device": "cpu"})
+
+
+def test_benchmark_runs_the_chosen_rows_besides_the_references(smoke_model, small_phantom, tmp_path):
+    out = tmp_path / "bench"
+    argv = ["benchmark", "--model-dir", str(smoke_model[0]), "-i", str(small_phantom / "test"), "--out", str(out)]
+    assert main([*argv, "--max-cases", "1", "--methods", "c"]) == 0
+    methods = json.loads((out / "benchmark.json").read_text())["methods"]
+    assert list(methods) == ["a", "a_ref", "c"]
+    assert methods["c"]["class_agreement_cases"][1] == 1

@@ -95,6 +95,7 @@ def _run_ours(spec: MethodSpec, device: torch.device) -> dict:
             stage: statistics.median(r.seconds[stage] for r in results) for stage in ("preprocess", "forward", "export")
         },
         "subtypes": {r.name: r.subtype for r in results},
+        "subtype_probabilities": {r.name: r.probabilities for r in results},
     }
 
 
