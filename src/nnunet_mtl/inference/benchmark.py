@@ -111,7 +111,7 @@ def score(results: dict[str, dict], specs: dict[str, MethodSpec], truth_dir: Pat
     names = [c.name for c in next(iter(specs.values())).cases]
     stock = results["a"]
     stock_median = statistics.median(stock["seconds_per_case"].values())
-    reference_classes = results.get("a_ref", {}).get("subtypes")
+    reference = results.get("a_ref")
     if "a_ref" in results:
         stock["forward_passes_per_case"] = results["a_ref"]["forward_passes_per_case"]
     for key, result in results.items():
@@ -123,8 +123,8 @@ def score(results: dict[str, dict], specs: dict[str, MethodSpec], truth_dir: Pat
         if key != "a":
             agreement = _dice_means(specs[key].out_dir, specs["a"].out_dir, None, names)
             result["dice_to_a"] = {"whole": agreement["dice_whole"], "lesion": agreement["dice_lesion"]}
-        if key != "a" and result["subtypes"] is not None and reference_classes is not None:
-            result.update(class_agreement(result, results["a_ref"], names))
+        if key != "a" and result["subtypes"] is not None and reference is not None:
+            result.update(class_agreement(result, reference, names))
         if truth_dir is not None:
             result["truth"] = _dice_means(specs[key].out_dir, truth_dir, labels, names)
     if truth_dir is not None:
