@@ -219,7 +219,8 @@ def test_augmentation_choice_selects_the_training_pipeline(trainer_with_batch):
     patch = list(trainer.configuration_manager.patch_size)
     assert list(batch["data"].shape[2:]) == patch
     for augmentation, spatial in (("mirror", False), ("nnunet", True)):
-        trainer.mtl_config = replace(SMOKE, schedule=replace(SMOKE.schedule, augmentation=augmentation))
+        schedule = replace(SMOKE.schedule, augmentation=augmentation, divisibility_padding_probability=0.0)
+        trainer.mtl_config = replace(SMOKE, schedule=schedule)
         rotation, dummy_2d, initial_patch, mirror_axes = (
             trainer.configure_rotation_dummyDA_mirroring_and_inital_patch_size()
         )
@@ -243,3 +244,28 @@ def test_augmentation_choice_selects_the_training_pipeline(trainer_with_batch):
                 "ConvertSegmentationToRegionsTransform",
                 "DownsampleSegForDSTransform",
             ]
+
+
+def test_divisibility_padding_joins_either_pipeline_before_the_targets(trainer_with_batch):
+    from nnunet_mtl.inference.forward import divisibility
+    from nnunet_mtl.training.augmentation import DivisibilityPaddingTransform
+
+    trainer, _ = trainer_with_batch
+    manager = trainer.configuration_manager
+    for augmentation in ("mirror", "nnunet"):
+        schedule = replace(SMOKE.schedule, augmentation=augmentation, divisibility_padding_probability=0.25)
+        trainer.mtl_config = replace(SMOKE, schedule=schedule)
+        rotation, dummy_2d, _, mirror_axes = trainer.configure_rotation_dummyDA_mirroring_and_inital_patch_size()
+        pipeline = trainer.get_training_transforms(
+            manager.patch_size,
+            rotation,
+            trainer._get_deep_supervision_scales(),
+            mirror_axes,
+            dummy_2d,
+            regions=trainer.label_manager.foreground_regions,
+        )
+        kinds = [type(t).__name__ for t in pipeline.transforms]
+        padding = pipeline.transforms[kinds.index("DivisibilityPaddingTransform")]
+        assert isinstance(padding, DivisibilityPaddingTransform)
+        assert padding.divisor == divisibility(manager.pool_op_kernel_sizes) and padding.probability == 0.25
+        assert kinds.index("DivisibilityPaddingTransform") + 1 == kinds.index("RemoveLabelTransform")

@@ -26,9 +26,10 @@ from torch.nn.parallel import DistributedDataParallel
 from nnunet_mtl.config import DEFAULT, TINY, MultitaskConfig
 from nnunet_mtl.data.prepare import SUBTYPES_FILE
 from nnunet_mtl.data.subtype_csv import write_subtype_csv
+from nnunet_mtl.inference.forward import divisibility
 from nnunet_mtl.io import atomic_path, remove_stale_temp_files, write_text_atomic
 from nnunet_mtl.model.multitask import MultitaskUNet, build_multitask_network
-from nnunet_mtl.training.augmentation import mirror_only_transforms
+from nnunet_mtl.training.augmentation import mirror_only_transforms, with_divisibility_padding
 from nnunet_mtl.training.distributed import gather_objects, inverse_frequency_weights, weighted_cross_entropy
 from nnunet_mtl.training.optimizer import build_optimizer
 from nnunet_mtl.training.progress import NAN, MultitaskLocalLogger
@@ -139,22 +140,26 @@ class nnUNetTrainerMultitask(nnUNetTrainer):
         regions=None,
         ignore_label=None,
     ):
-        if self.mtl_config.schedule.augmentation == "mirror":
-            return mirror_only_transforms(
+        schedule = self.mtl_config.schedule
+        if schedule.augmentation == "mirror":
+            pipeline = mirror_only_transforms(
                 mirror_axes, deep_supervision_scales, is_cascaded, foreground_labels, regions, ignore_label
             )
-        return nnUNetTrainer.get_training_transforms(
-            patch_size,
-            rotation_for_DA,
-            deep_supervision_scales,
-            mirror_axes,
-            do_dummy_2d_data_aug,
-            use_mask_for_norm,
-            is_cascaded,
-            foreground_labels,
-            regions,
-            ignore_label,
-        )
+        else:
+            pipeline = nnUNetTrainer.get_training_transforms(
+                patch_size,
+                rotation_for_DA,
+                deep_supervision_scales,
+                mirror_axes,
+                do_dummy_2d_data_aug,
+                use_mask_for_norm,
+                is_cascaded,
+                foreground_labels,
+                regions,
+                ignore_label,
+            )
+        divisor = divisibility(self.configuration_manager.pool_op_kernel_sizes)
+        return with_divisibility_padding(pipeline, divisor, schedule.divisibility_padding_probability)
 
     # ------------------------------------------------------------------ subtypes and phases
 
