@@ -43,9 +43,11 @@ def predict(model_dir: Path, images: Path, out: Path, console: Path, *extra: str
 
 
 def finished(out: Path) -> list[str]:
-    """Cases whose record (written after the mask) exists."""
+    """Cases whose record (written after the mask) exists; a record still being written is a temporary file."""
     records = out / RECORDS_FOLDER
-    return sorted(p.name[: -len(".json")] for p in records.glob("*.json")) if records.is_dir() else []
+    if not records.is_dir():
+        return []
+    return sorted(p.name[: -len(".json")] for p in records.glob("*.json") if not p.name.startswith(".tmp-"))
 
 
 def masks(out: Path) -> dict[str, int]:
