@@ -211,6 +211,24 @@ def test_head_learns_at_full_rate_whatever_the_loss_weight(trainer_with_batch):
         assert torch.allclose(parameter.grad, grad, rtol=1e-4, atol=1e-6)
 
 
+def training_pipeline(trainer, augmentation: str, padding_probability: float):
+    """The trainer's initial patch, mirror axes and training transforms for these schedule settings."""
+    schedule = replace(SMOKE.schedule, augmentation=augmentation, divisibility_padding_probability=padding_probability)
+    trainer.mtl_config = replace(SMOKE, schedule=schedule)
+    rotation, dummy_2d, initial_patch, mirror_axes = (
+        trainer.configure_rotation_dummyDA_mirroring_and_inital_patch_size()
+    )
+    pipeline = trainer.get_training_transforms(
+        trainer.configuration_manager.patch_size,
+        rotation,
+        trainer._get_deep_supervision_scales(),
+        mirror_axes,
+        dummy_2d,
+        regions=trainer.label_manager.foreground_regions,
+    )
+    return initial_patch, mirror_axes, pipeline
+
+
 def test_augmentation_choice_selects_the_training_pipeline(trainer_with_batch):
     from batchgeneratorsv2.transforms.spatial.mirroring import MirrorTransform
     from batchgeneratorsv2.transforms.spatial.spatial import SpatialTransform
@@ -219,21 +237,9 @@ def test_augmentation_choice_selects_the_training_pipeline(trainer_with_batch):
     patch = list(trainer.configuration_manager.patch_size)
     assert list(batch["data"].shape[2:]) == patch
     for augmentation, spatial in (("mirror", False), ("nnunet", True)):
-        schedule = replace(SMOKE.schedule, augmentation=augmentation, divisibility_padding_probability=0.0)
-        trainer.mtl_config = replace(SMOKE, schedule=schedule)
-        rotation, dummy_2d, initial_patch, mirror_axes = (
-            trainer.configure_rotation_dummyDA_mirroring_and_inital_patch_size()
-        )
+        initial_patch, mirror_axes, pipeline = training_pipeline(trainer, augmentation, padding_probability=0.0)
         assert mirror_axes == (0, 1, 2) and trainer.inference_allowed_mirroring_axes == (0, 1, 2)
         assert (list(initial_patch) == patch) != spatial  # nnU-Net crops from a larger patch after rotating
-        pipeline = trainer.get_training_transforms(
-            patch,
-            rotation,
-            trainer._get_deep_supervision_scales(),
-            mirror_axes,
-            dummy_2d,
-            regions=trainer.label_manager.foreground_regions,
-        )
         kinds = [type(t).__name__ for t in pipeline.transforms]
         assert MirrorTransform.__name__ in kinds
         assert (SpatialTransform.__name__ in kinds) == spatial
@@ -253,17 +259,7 @@ def test_divisibility_padding_joins_either_pipeline_before_the_targets(trainer_w
     trainer, _ = trainer_with_batch
     manager = trainer.configuration_manager
     for augmentation in ("mirror", "nnunet"):
-        schedule = replace(SMOKE.schedule, augmentation=augmentation, divisibility_padding_probability=0.25)
-        trainer.mtl_config = replace(SMOKE, schedule=schedule)
-        rotation, dummy_2d, _, mirror_axes = trainer.configure_rotation_dummyDA_mirroring_and_inital_patch_size()
-        pipeline = trainer.get_training_transforms(
-            manager.patch_size,
-            rotation,
-            trainer._get_deep_supervision_scales(),
-            mirror_axes,
-            dummy_2d,
-            regions=trainer.label_manager.foreground_regions,
-        )
+        _, _, pipeline = training_pipeline(trainer, augmentation, padding_probability=0.25)
         kinds = [type(t).__name__ for t in pipeline.transforms]
         padding = pipeline.transforms[kinds.index("DivisibilityPaddingTransform")]
         assert isinstance(padding, DivisibilityPaddingTransform)
