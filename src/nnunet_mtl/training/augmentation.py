@@ -20,6 +20,7 @@ import torch
 from batchgeneratorsv2.transforms.base.basic_transform import BasicTransform
 from batchgeneratorsv2.transforms.spatial.mirroring import MirrorTransform
 from batchgeneratorsv2.transforms.utils.compose import ComposeTransforms
+from batchgeneratorsv2.transforms.utils.remove_label import RemoveLabelTransform
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
 
@@ -60,12 +61,8 @@ class DivisibilityPaddingTransform(BasicTransform):
             return tensor
         tensor = tensor.clone()
         for axis, (below, above) in enumerate(bands, start=1):
-            n = tensor.shape[axis]
-            for start, stop in ((0, below), (n - above, n)):
-                if stop > start:
-                    index = [slice(None)] * tensor.ndim
-                    index[axis] = slice(start, stop)
-                    tensor[tuple(index)] = 0
+            tensor.narrow(axis, 0, below).zero_()
+            tensor.narrow(axis, tensor.shape[axis] - above, above).zero_()
         return tensor
 
     def _apply_to_image(self, img: torch.Tensor, **params) -> torch.Tensor:
@@ -84,7 +81,6 @@ def with_divisibility_padding(
     if probability == 0:
         return pipeline
     transforms = list(pipeline.transforms)
-    names = [type(t).__name__ for t in transforms]
-    position = names.index("RemoveLabelTransform") if "RemoveLabelTransform" in names else len(transforms)
+    position = next(i for i, t in enumerate(transforms) if isinstance(t, RemoveLabelTransform))
     transforms.insert(position, DivisibilityPaddingTransform(divisor, probability))
     return ComposeTransforms(transforms)
