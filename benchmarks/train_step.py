@@ -47,7 +47,7 @@ def make_dataset(root: Path, plans: str) -> tuple[str, str]:
     from nnunet_mtl.training.planning import ensure_planned
 
     generate_phantom(root / "phantom", PhantomSpec(train=(4, 4, 4), validation=(1, 1, 1), test=0))
-    prepare_dataset(root / "phantom", 990, root / "nnUNet_raw", root / "nnUNet_preprocessed")
+    prepare_dataset(root / "phantom", 990)
     return ensure_planned(990, "tiny" if plans == "tiny" else "default", num_processes=2, log=lambda *_: None)
 
 
@@ -75,7 +75,7 @@ def build_trainers(name: str, plans_identifier: str, device: torch.device):
 
 def seed_style_step(trainer, batch):
     """The seed's forward: full network, then the encoder again for the classification head."""
-    from nnunet_mtl.model.multitask import EncoderTwiceUNet
+    from nnunet_mtl.benchmark.seed_network import EncoderTwiceUNet
 
     network = EncoderTwiceUNet(trainer.multitask_network)
     data = batch["data"].to(trainer.device)

@@ -140,3 +140,35 @@ def test_input_error_survives_pickling():
         "empty file",
         "/data/x.nii.gz: empty file",
     )
+
+
+@pytest.mark.parametrize("dtype", [np.int16, np.float32])
+def test_read_volume_decompresses_once_and_reads_what_simpleitk_reads(tmp_path, monkeypatch, dtype):
+    """One read for every check (gzip stream, NIfTI header, NaN); the image is SimpleITK's own of the file."""
+    import gzip
+
+    import nibabel
+
+    import nnunet_mtl.io as io_module
+
+    values = np.random.default_rng(0).normal(40, 300, (7, 9, 11))
+    image = sitk.GetImageFromArray(values.astype(dtype))
+    image.SetSpacing((0.74, 0.81, 2.5))
+    image.SetOrigin((-120.0, 35.5, 410.0))
+    image.SetDirection((-1, 0, 0, 0, 0, 1, 0, -1, 0))  # flipped and permuted axes
+    path = tmp_path / "case_0000.nii.gz"
+    sitk.WriteImage(image, str(path), useCompression=True)
+
+    decompressions, itk_files = [], []
+    decompress, reader = gzip.decompress, io_module._nifti_reader
+    monkeypatch.setattr(io_module.gzip, "decompress", lambda data: decompressions.append(1) or decompress(data))
+    monkeypatch.setattr(io_module, "_nifti_reader", lambda p: itk_files.append(p) or reader(p))
+    monkeypatch.setattr(nibabel, "load", lambda *a, **k: pytest.fail("a second read of the file"))
+    read = read_volume(path)
+
+    assert len(decompressions) == 1 and len(itk_files) == 1 and itk_files[0].suffix == ".nii"
+    assert not itk_files[0].exists()  # the uncompressed copy is gone
+    expected = sitk.ReadImage(str(path))
+    assert read.GetPixelID() == expected.GetPixelID()
+    assert np.array_equal(sitk.GetArrayFromImage(read), sitk.GetArrayFromImage(expected))
+    assert Geometry.of(read) == Geometry.of(expected)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from nnunet_mtl import __version__
+from nnunet_mtl.console import progress_bar
 from nnunet_mtl.errors import InputError, require_device
 
 
@@ -25,12 +26,6 @@ def _int_list(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
 
 
-def _progress(iterable, total: int | None = None, desc: str | None = None):
-    from tqdm import tqdm
-
-    return tqdm(iterable, total=total, desc=desc, unit="case", file=sys.stderr, disable=None)
-
-
 # ------------------------------------------------------------------------------------------ commands
 
 
@@ -39,24 +34,19 @@ def cmd_phantom(args: argparse.Namespace) -> int:
 
     spec = PhantomSpec(seed=args.seed, train=args.train, validation=args.validation, test=args.test, shape=args.shape)
     start = time.perf_counter()
-    out = generate_phantom(
-        args.out_dir, spec, overwrite=args.overwrite, progress=lambda cases: _progress(cases, desc="phantom")
-    )
+    out = generate_phantom(args.out_dir, spec, overwrite=args.overwrite, progress=progress_bar)
     total = sum(spec.train) + sum(spec.validation) + spec.test
     print(f"wrote {total} phantom cases to {out} in {time.perf_counter() - start:.1f} s")
     return 0
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
+    from nnunet_mtl.data.prepare import prepare_dataset
     from nnunet_mtl.paths import ensure_nnunet_env
 
-    folders = ensure_nnunet_env()
-    from nnunet_mtl.data.prepare import prepare_dataset
-
+    ensure_nnunet_env()
     start = time.perf_counter()
-    prepared = prepare_dataset(
-        args.data_dir, args.dataset_id, folders.raw, folders.preprocessed, name=args.name, progress=_progress
-    )
+    prepared = prepare_dataset(args.data_dir, args.dataset_id, name=args.name, progress=progress_bar)
     print(
         f"wrote {prepared.folder} ({prepared.num_training} training + {prepared.num_test} test cases, "
         f"fold 0 = original train/validation split) in {time.perf_counter() - start:.1f} s"
@@ -65,14 +55,9 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from nnunet_mtl.evaluation.evaluate import evaluate_folder
-    from nnunet_mtl.evaluation.outputs import format_stdout_table, write_evaluation
-    from nnunet_mtl.io import check_writable_dir
+    from nnunet_mtl.evaluation.outputs import evaluate_to_folder, format_stdout_table
 
-    out_dir = args.out or Path(args.pred) / "evaluation"
-    evaluation = evaluate_folder(args.pred, args.truth, args.labels)
-    check_writable_dir(out_dir)
-    written = write_evaluation(evaluation, out_dir)
+    evaluation, written = evaluate_to_folder(args.pred, args.truth, args.labels, args.out)
     print(format_stdout_table(evaluation))
     print(f"wrote {', '.join(str(p) for p in written)}")
     return 0
@@ -121,36 +106,34 @@ def _model_dir(args: argparse.Namespace) -> Path:
         return args.model_dir
     if args.dataset_id is None:
         raise InputError(None, "give --dataset-id N (with --preset) or --model-dir DIR")
-    from nnunet_mtl.paths import ensure_nnunet_env
+    from nnunet_mtl.paths import ensure_nnunet_env, preset_model_folder
 
     ensure_nnunet_env()
-    from nnunet_mtl.inference.model import model_folder_for
-
-    return model_folder_for(args.dataset_id, args.preset)
+    return preset_model_folder(args.dataset_id, args.preset)
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from nnunet_mtl.config import InferenceConfig
-    from nnunet_mtl.inference.cases import check_output_folder, find_input_cases
-    from nnunet_mtl.inference.model import load_model
-    from nnunet_mtl.inference.predictor import MultitaskPredictor
+    from nnunet_mtl.inference.run import predict
 
-    require_device(args.device)
-    cases = find_input_cases(args.input)
-    model = load_model(_model_dir(args), args.fold, args.checkpoint, args.device)
-    check_output_folder(args.input, args.output)
     config = InferenceConfig(
         memory_budget_gb=args.memory_budget_gb, tile_step_size=args.tile_step_size, precision=args.precision
     )
-    predictor = MultitaskPredictor(model, args.device, args.tta, config)
     start = time.perf_counter()
-    results = predictor.predict_folder(
-        cases,
+    predictor, results = predict(
+        args.input,
         args.output,
+        _model_dir(args),
+        args.fold,
+        args.checkpoint,
+        args.device,
+        args.tta,
+        config,
         overwrite=args.overwrite,
-        progress=lambda items, total: _progress(items, total=total, desc="predict"),
+        progress=progress_bar,
         log=print,
     )
+    model = predictor.model
     paths = {r.path for r in results}
     print(
         f"predicted {len(results)} cases with {len(model.networks)} model(s) ({', '.join(model.members)}; "
@@ -161,7 +144,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_benchmark(args: argparse.Namespace) -> int:
-    from nnunet_mtl.inference.benchmark import METHODS, REFERENCE_METHODS, check_inputs, run_benchmark
+    from nnunet_mtl.benchmark.run import check_inputs, run_benchmark, select_methods
     from nnunet_mtl.inference.cases import find_input_cases
 
     require_device(args.device)
@@ -169,11 +152,7 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
         raise InputError(None, "benchmark compares one checkpoint; give a single --checkpoint")
     if args.max_cases < 0:
         raise InputError(None, f"--max-cases must be >= 0, got {args.max_cases}")
-    optional = [m for m in METHODS if m not in REFERENCE_METHODS]
-    unknown = sorted(set(args.methods or ()) - set(optional))
-    if unknown:
-        raise InputError(None, f"--methods: unknown row(s) {', '.join(unknown)}; choose among {' '.join(optional)}")
-    methods = (*REFERENCE_METHODS, *(m for m in optional if args.methods is None or m in args.methods))
+    methods = select_methods(args.methods)
     cases = find_input_cases(args.input)
     if args.max_cases:
         cases = cases[: args.max_cases]
@@ -197,16 +176,13 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from nnunet_mtl.io import check_staged_output_dir
-    from nnunet_mtl.report.build import build_report, collect_sources
+    from nnunet_mtl.report.build import build_report, collect_sources, default_out_dir
 
-    out = args.out or (args.pred or args.model_dir) / "report"
     sources = collect_sources(
         args.model_dir, args.fold, args.pred, args.truth, args.labels, args.images, args.benchmark
     )
-    check_staged_output_dir(out)
-    report = build_report(sources, out)
-    print(f"wrote {report} (self-contained), report.md, metrics.json and the PNGs in {out}")
+    report = build_report(sources, args.out or default_out_dir(args.model_dir, args.pred))
+    print(f"wrote {report} (self-contained), report.md, metrics.json and the PNGs in {report.parent}")
     return 0
 
 

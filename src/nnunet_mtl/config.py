@@ -47,17 +47,6 @@ class ScheduleConfig:
     # "nnunet": nnU-Net's full pipeline; "mirror": random flips only (for short schedules, see
     # training/augmentation.py)
     augmentation: Augmentation = "nnunet"
-    # Share of training patches given zero bands at their borders like those whole-volume prediction pads
-    # a case with to reach the network's divisibility (training/augmentation.py). 0: nnU-Net's patches only.
-    # At 0.5 on the tiny preset it narrowed the gap between one pass and stock's tiles but cost lesion Dice
-    # (README, "What one pass costs"), so no preset turns it on.
-    divisibility_padding_probability: float = 0.0
-
-    def __post_init__(self) -> None:
-        if not 0 <= self.divisibility_padding_probability <= 1:
-            raise ValueError(
-                f"divisibility_padding_probability must be in [0, 1], got {self.divisibility_padding_probability}"
-            )
 
 
 @dataclass(frozen=True)
@@ -71,6 +60,12 @@ class LossConfig:
     head_momentum: float = 0.9  # SGD momentum of the head (nnU-Net's 0.99 makes a full-rate head unstable)
     class_weight_smoothing: float = 1.0  # class weight ~ 1 / (count + smoothing), from the training split
     grad_clip_norm: float = 12.0  # nnU-Net's value
+
+    def phase(self, epoch: int) -> int:
+        return 1 if epoch < self.phase1_epochs else 2
+
+    def cls_weight(self, epoch: int) -> float:
+        return self.phase1_cls_weight if self.phase(epoch) == 1 else self.phase2_cls_weight
 
 
 @dataclass(frozen=True)

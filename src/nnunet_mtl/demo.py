@@ -7,15 +7,16 @@ writes the user's own ``nnUNet_raw`` / ``nnUNet_preprocessed`` / ``nnUNet_result
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import re
 import shutil
-import subprocess
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+from nnunet_mtl.console import progress_bar
 from nnunet_mtl.errors import InputError
 
 DATASET_ID = 501
@@ -68,37 +69,68 @@ def _prepare_out(out: Path) -> None:
     (out / MARKER).write_text("written by nnunet-mtl demo; removed and rebuilt by the next demo run\n")
 
 
-def _run(argv: list[str]) -> None:
-    from nnunet_mtl.cli import main
+def _train_in_child(log_path: str, dataset_id: int, preset: str) -> None:
+    """Run in a spawned process: all of nnU-Net's output (this process's and its workers') goes to the log."""
+    log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+        os.dup2(log, stream.fileno())
+        stream.reconfigure(line_buffering=True)
+    from nnunet_mtl.training.run import train
 
-    if main(argv) != 0:
-        raise SystemExit(2)
+    try:
+        train(dataset_id, preset=preset)
+    except InputError as err:
+        print(f"nnunet-mtl: error: {err}", file=sys.stderr)
+        raise SystemExit(err.exit_code) from None
+
+
+def _follow(path: Path, process, feed: Callable[[str], None], poll_seconds: float = 0.2) -> None:
+    """Feed every complete line that ``process`` writes to ``path`` until it has ended."""
+    pending = ""
+    with path.open() as log:
+        while True:
+            running = process.is_alive()  # read after this check: what it wrote before ending is read too
+            *lines, pending = (pending + log.read()).split("\n")
+            for line in lines:
+                feed(line)
+            if not running:
+                break
+            time.sleep(poll_seconds)
+    if pending:
+        feed(pending)
 
 
 def _train(out: Path, emit: Callable[[str], None]) -> Path:
+    """Train in a fresh process whose whole output is ``train.log``; one line per epoch reaches ``emit``."""
     from nnunet_mtl.config import PRESETS
-    from nnunet_mtl.inference.model import model_folder_for
+    from nnunet_mtl.paths import preset_model_folder
 
-    num_epochs = PRESETS[PRESET].config.schedule.num_epochs
-    command = [sys.executable, "-m", "nnunet_mtl", "train", "--dataset-id", str(DATASET_ID), "--preset", PRESET]
-    condenser = EpochCondenser(num_epochs, emit)
     log_path = out / "train.log"
-    with (
-        log_path.open("w") as log,
-        subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1) as process,
-    ):
-        assert process.stdout is not None
-        for line in process.stdout:
-            log.write(line)
-            condenser.feed(line)
-    if process.returncode != 0:
-        raise InputError(log_path, f"training failed (exit code {process.returncode}); see the log")
-    return model_folder_for(DATASET_ID, PRESET)
+    log_path.touch()
+    condenser = EpochCondenser(PRESETS[PRESET].config.schedule.num_epochs, emit)
+    process = multiprocessing.get_context("spawn").Process(
+        target=_train_in_child, args=(str(log_path), DATASET_ID, PRESET)
+    )
+    process.start()
+    try:
+        _follow(log_path, process, condenser.feed)
+    finally:
+        if process.is_alive():  # interrupted: do not leave the training behind
+            process.terminate()
+        process.join()
+    if process.exitcode != 0:
+        raise InputError(log_path, f"training failed (exit code {process.exitcode}); see the log")
+    return preset_model_folder(DATASET_ID, PRESET)
 
 
 def run_demo(out: Path, seed: int = 0, emit: Callable[[str], None] = print) -> dict:
     """Run every step; returns the test split's metrics (as metrics.json of ``evaluate``)."""
-    import json
+    from nnunet_mtl.data.phantom import PhantomSpec, generate_phantom
+    from nnunet_mtl.data.prepare import prepare_dataset
+    from nnunet_mtl.evaluation.outputs import evaluate_to_folder
+    from nnunet_mtl.inference.run import predict
+    from nnunet_mtl.report.build import build_report, collect_sources
 
     out = Path(out).resolve()
     _prepare_out(out)
@@ -110,24 +142,23 @@ def run_demo(out: Path, seed: int = 0, emit: Callable[[str], None] = print) -> d
         emit(f"[{number}/{STEPS}] {text}  ({time.perf_counter() - start:.0f} s)")
 
     step(1, "phantom: a synthetic cropped abdominal CT data set in the assignment layout")
-    phantom = out / "phantom"
-    _run(["phantom", str(phantom), "--seed", str(seed)])
+    phantom = generate_phantom(out / "phantom", PhantomSpec(seed=seed), progress=progress_bar)
     step(2, "prepare: nnU-Net raw dataset with region labels; fold 0 = the original train/validation split")
-    _run(["prepare", str(phantom), "--dataset-id", str(DATASET_ID)])
+    prepare_dataset(phantom, DATASET_ID, progress=progress_bar)
     step(3, f"train: nnU-Net planning and preprocessing, then the multitask nnU-Net ({PRESET} preset, CPU)")
     model_dir = _train(out, emit)
     step(4, "predict the test split: masks, subtype_results.csv")
     pred = out / "test_pred"
-    _run(["predict", "--model-dir", str(model_dir), "-i", str(phantom / "test"), "-o", str(pred)])
+    predict(phantom / "test", pred, model_dir, progress=progress_bar)
     step(5, "evaluate against the test answer key")
     truth = phantom / "test_key"
-    _run(["evaluate", "--pred", str(pred), "--truth", str(truth), "--out", str(out / "evaluation")])
+    evaluation, _ = evaluate_to_folder(pred, truth, out_dir=out / "evaluation")
     step(6, "report")
-    sources = ["--model-dir", str(model_dir), "--pred", str(pred), "--truth", str(truth)]
-    _run(["report", *sources, "--images", str(phantom / "test"), "--out", str(out / "report")])
-    metrics = json.loads((out / "evaluation" / "metrics.json").read_text())
+    build_report(
+        collect_sources(model_dir, pred_dir=pred, truth_dir=truth, images_dir=phantom / "test"), out / "report"
+    )
     emit(f"done in {time.perf_counter() - start:.0f} s")
-    return metrics
+    return evaluation.to_json()
 
 
 def summary_table(metrics: dict) -> str:

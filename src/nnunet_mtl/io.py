@@ -68,17 +68,51 @@ def _fmt(values: tuple[float, ...]) -> str:
 
 
 def read_volume(path: Path) -> sitk.Image:
-    """Read a single-channel 3D NIfTI volume, or raise an InputError that says what is wrong."""
+    """Read a single-channel 3D NIfTI volume with finite intensities, or raise an InputError that says what
+    is wrong.
+
+    The file is read and decompressed once. Its bytes are checked first: the gzip stream whole (ITK reads a
+    truncated one without complaint), the NIfTI header (ITK prints its complaint about a file that is not
+    NIfTI to stderr), the stored intensities (ITK's reader turns NaN and infinity into 0). SimpleITK then
+    reads those same bytes, uncompressed, from a temporary file, so the image and its geometry are exactly
+    what nnU-Net's ``SimpleITKIO`` reads from ``path``.
+    """
     path = _check_file(path)
-    if path.name.endswith(".gz"):
-        _check_gzip(path)
-    _check_nifti_header(path)
-    try:
-        image = _nifti_reader(path).Execute()
-    except RuntimeError:
-        raise InputError(path, "not a readable NIfTI image") from None
+    raw = _decompressed(path)
+    nifti = _parse_nifti(raw, path)
+    with tempfile.NamedTemporaryFile(prefix="nnunet-mtl-", suffix=".nii") as uncompressed:
+        uncompressed.write(raw)
+        uncompressed.flush()
+        try:
+            image = _nifti_reader(Path(uncompressed.name)).Execute()
+        except RuntimeError:
+            raise InputError(path, "not a readable NIfTI image") from None
     _check_3d_single_channel(path, image.GetDimension(), image.GetNumberOfComponentsPerPixel())
+    if np.issubdtype(nifti.get_data_dtype(), np.floating) and not np.isfinite(np.asanyarray(nifti.dataobj)).all():
+        raise InputError(path, "contains NaN or infinite values")
     return image
+
+
+def _decompressed(path: Path) -> bytes:
+    stored = path.read_bytes()
+    if not path.name.endswith(".gz"):
+        return stored
+    try:
+        return gzip.decompress(stored)
+    except (OSError, EOFError, zlib.error):  # gzip.BadGzipFile is an OSError
+        raise InputError(path, "corrupt or truncated gzip data") from None
+
+
+def _parse_nifti(raw: bytes, path: Path):
+    """The NIfTI-1 or NIfTI-2 image of a file's uncompressed bytes (header and a lazy view of the data)."""
+    import nibabel
+
+    for kind in (nibabel.Nifti1Image, nibabel.Nifti2Image):
+        try:
+            return kind.from_bytes(raw)
+        except Exception:  # nibabel raises several kinds for bytes that are not this format
+            continue
+    raise InputError(path, "not a readable NIfTI image")
 
 
 def check_volume_header(path: Path) -> None:
@@ -139,31 +173,9 @@ def _check_3d_single_channel(path: Path, dimension: int, channels: int) -> None:
         raise InputError(path, f"is {dimension}D; expected a 3D volume")
 
 
-def _check_gzip(path: Path) -> None:
-    try:
-        with gzip.open(path, "rb") as handle:
-            while handle.read(1 << 22):
-                pass
-    except (OSError, EOFError, zlib.error):
-        raise InputError(path, "corrupt or truncated gzip data") from None
-
-
 def array_of(image: sitk.Image) -> np.ndarray:
     """Voxel array in (z, y, x) order (a copy; SimpleITK views die with their image)."""
     return sitk.GetArrayFromImage(image)
-
-
-def check_finite(image: sitk.Image, path: Path) -> None:
-    """Refuse NaN/inf intensities in a float image.
-
-    ITK's NIfTI reader silently turns NaN into 0, so the check reads the stored values with nibabel.
-    """
-    if not np.issubdtype(sitk.GetArrayViewFromImage(image).dtype, np.floating):
-        return
-    import nibabel
-
-    if not np.isfinite(np.asanyarray(nibabel.load(path).dataobj)).all():
-        raise InputError(path, "contains NaN or infinite values")
 
 
 # ---------------------------------------------------------------- atomic output

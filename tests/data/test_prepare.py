@@ -4,6 +4,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 import SimpleITK as sitk
 
 from nnunet_mtl.cli import main
@@ -63,6 +64,7 @@ def test_dataset_id_used_by_another_name_is_refused(small_phantom, nnunet_root, 
     assert "already used" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_nnunet_accepts_dataset_and_fold0_is_the_original_split(small_phantom, nnunet_root):
     """nnU-Net's own integrity check passes and its trainer's fold 0 is exactly the kept split."""
     assert _prepare(small_phantom, 14) == 0

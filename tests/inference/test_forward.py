@@ -96,6 +96,7 @@ def test_sliding_window_tiles_cover_the_volume_exactly_once_in_the_average():
     torch.testing.assert_close(result.segmentation_logits[0], data[0])
 
 
+@pytest.mark.slow
 def test_sliding_window_equals_stock_nnunet_sliding_window(network):
     """Our tiles, Gaussian weights and mirroring reproduce nnU-Net's predictor on the same network."""
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor

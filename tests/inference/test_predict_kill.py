@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from nnunet_mtl.inference.predictor import RECORDS_FOLDER, RESULTS_CSV
+from nnunet_mtl.data.subtype_csv import RESULTS_CSV
+from nnunet_mtl.inference.predictor import RECORDS_FOLDER
 from nnunet_mtl.io import Geometry
 
 NUM_CASES = 8
@@ -66,6 +67,7 @@ def check_mask(mask: Path, images: Path) -> None:
     assert set(np.unique(sitk.GetArrayFromImage(written))) <= {0, 1, 2}, mask.name
 
 
+@pytest.mark.slow
 def test_predict_killed_mid_way_leaves_complete_files_and_a_rerun_does_the_rest(smoke_model, images, tmp_path):
     model_dir = smoke_model[0]
     out = tmp_path / "pred"

@@ -4,7 +4,12 @@ from dynamic_network_architectures.architectures.unet import PlainConvUNet, Resi
 from torch import nn
 
 from nnunet_mtl.config import HeadConfig
-from nnunet_mtl.model.multitask import MultitaskUNet
+from nnunet_mtl.model.checkpoint import segmentation_weights
+from nnunet_mtl.model.multitask import (
+    MultitaskUNet,
+    predicted_structure_maps,
+    reference_structure_maps,
+)
 
 STAGES = dict(
     input_channels=1,
@@ -153,7 +158,7 @@ def test_reference_maps_replace_the_prediction():
 def test_segmentation_weights_load_into_stock_network(build):
     model = MultitaskUNet(build(), 3, HeadConfig())
     stock = build()
-    result = stock.load_state_dict(model.segmentation_state_dict(), strict=True)
+    result = stock.load_state_dict(segmentation_weights(model.state_dict()), strict=True)
     assert not result.missing_keys and not result.unexpected_keys
     model.eval()
     stock.eval()
@@ -164,3 +169,23 @@ def test_segmentation_weights_load_into_stock_network(build):
 def test_refuses_network_without_encoder():
     with pytest.raises(TypeError, match="encoder"):
         MultitaskUNet(nn.Conv3d(1, 2, 3), 3, HeadConfig())
+
+
+def test_structure_maps_of_references_and_predictions_agree_for_regions_and_labels():
+    """One conversion for the reference masks (training) and the predicted probabilities (inference)."""
+    labels = torch.randint(0, 3, (2, 1, 4, 5, 6))
+    whole, lesion = (labels > 0).float(), (labels == 2).float()
+    regions = torch.cat([whole, lesion], 1)  # nnU-Net's region target, regions_class_order [1, 2]
+    expected = torch.cat([whole, lesion], 1)
+    assert torch.equal(reference_structure_maps(regions, True, 2), expected)
+    assert torch.equal(reference_structure_maps(labels, False, 3), expected)
+    # logits whose probabilities are (almost) the reference give (almost) the same maps
+    region_logits = (regions * 2 - 1) * 30
+    label_logits = torch.nn.functional.one_hot(labels[:, 0], 3).movedim(-1, 1).float() * 30
+    assert torch.allclose(predicted_structure_maps(region_logits, True), expected, atol=1e-6)
+    assert torch.allclose(predicted_structure_maps(label_logits, False), expected, atol=1e-6)
+    soft = torch.randn(2, 3, 4, 5, 6)
+    probabilities = torch.softmax(soft, 1)
+    assert torch.allclose(
+        predicted_structure_maps(soft, False), torch.cat([1 - probabilities[:, :1], probabilities[:, 2:]], 1)
+    )

@@ -50,6 +50,7 @@ def _worker(rank: int, port: int, results) -> None:
     dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_weighted_loss_gradient_and_metrics_match_single_process():
     manager = mp.Manager()
     results = manager.dict()

@@ -80,6 +80,7 @@ def temp_files(folder: Path) -> list[Path]:
     return [p for p in folder.rglob("*") if p.name.startswith(".tmp-")]
 
 
+@pytest.mark.slow
 def test_training_killed_twice_resumes_and_ends_as_uninterrupted(planned_dataset, nnunet_root, small_phantom, tmp_path):
     name, plans = planned_dataset
     folder = nnunet_root / "nnUNet_results" / name / f"{TRAINER}__{plans}__3d_fullres"

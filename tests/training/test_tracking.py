@@ -23,6 +23,7 @@ def test_tensorboard_logger_skips_nan_and_splits_region_lists(tmp_path):
     assert not any("timestamp" in tag for tag in events.Tags()["scalars"])
 
 
+@pytest.mark.slow
 def test_wandb_offline_run_records_both_tasks(planned_dataset, monkeypatch):
     pytest.importorskip("wandb")
     for name in ("nnUNet_wandb_enabled", "nnUNet_wandb_mode", "nnUNet_wandb_project"):

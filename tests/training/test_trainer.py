@@ -10,7 +10,7 @@ from batchgenerators.utilities.file_and_folder_operations import load_json
 
 from nnunet_mtl.data.layout import scan_assignment_data
 from nnunet_mtl.training.distributed import inverse_frequency_weights
-from nnunet_mtl.training.trainer import UnknownCaseError
+from nnunet_mtl.training.subtypes import UnknownCaseError
 from tests.conftest import run_nnunet
 from tests.training.ext_trainers.smoke_trainers import (
     SMOKE,
@@ -90,7 +90,7 @@ def test_resume_restores_phase_weights_best_and_early_stopping(smoke_model, plan
     trainer.load_checkpoint(str(folder / "fold_0" / "checkpoint_final.pth"))
     state = checkpoint["multitask"]
     assert trainer.class_weights.tolist() == pytest.approx(state["class_weights"])
-    assert (trainer.best_metric, trainer.best_epoch) == (state["best_metric"], state["best_epoch"])
+    assert (trainer.selection.best_metric, trainer.selection.best_epoch) == (state["best_metric"], state["best_epoch"])
     assert trainer.current_epoch == 3 and trainer.phase() == 2
     assert trainer.epochs_without_improvement() == 3 - state["best_epoch"]
     assert trainer.logger.get_value("wv_combined", None) == checkpoint["logging"]["wv_combined"]
@@ -98,6 +98,7 @@ def test_resume_restores_phase_weights_best_and_early_stopping(smoke_model, plan
         assert torch.equal(value, checkpoint["network_weights"][key])
 
 
+@pytest.mark.slow
 def test_early_stopping_really_ends_training(planned_dataset, nnunet_root, monkeypatch):
     monkeypatch.setenv("nnUNet_n_proc_DA", "0")
     trainer = make_trainer(nnunet_root, planned_dataset, nnUNetTrainerMultitaskStopEarly)
@@ -145,6 +146,7 @@ def test_phase_controls_encoder_gradient_from_classification(trainer_with_batch)
         assert (grad > 0) == reaches_encoder
 
 
+@pytest.mark.slow
 def test_training_steps_lower_both_losses(trainer_with_batch):
     trainer, batch = trainer_with_batch
     trainer.current_epoch = SMOKE.loss.phase1_epochs  # joint phase
@@ -156,6 +158,7 @@ def test_training_steps_lower_both_losses(trainer_with_batch):
     assert last["cls_loss"] < first["cls_loss"]
 
 
+@pytest.mark.slow
 def test_export_segmentation_only_model_runs_in_stock_nnunet(smoke_model, small_phantom, tmp_path):
     from nnunet_mtl.cli import main
 
@@ -211,10 +214,9 @@ def test_head_learns_at_full_rate_whatever_the_loss_weight(trainer_with_batch):
         assert torch.allclose(parameter.grad, grad, rtol=1e-4, atol=1e-6)
 
 
-def training_pipeline(trainer, augmentation: str, padding_probability: float):
-    """The trainer's initial patch, mirror axes and training transforms for these schedule settings."""
-    schedule = replace(SMOKE.schedule, augmentation=augmentation, divisibility_padding_probability=padding_probability)
-    trainer.mtl_config = replace(SMOKE, schedule=schedule)
+def training_pipeline(trainer, augmentation: str):
+    """The trainer's initial patch, mirror axes and training transforms for this augmentation."""
+    trainer.mtl_config = replace(SMOKE, schedule=replace(SMOKE.schedule, augmentation=augmentation))
     rotation, dummy_2d, initial_patch, mirror_axes = (
         trainer.configure_rotation_dummyDA_mirroring_and_inital_patch_size()
     )
@@ -237,7 +239,7 @@ def test_augmentation_choice_selects_the_training_pipeline(trainer_with_batch):
     patch = list(trainer.configuration_manager.patch_size)
     assert list(batch["data"].shape[2:]) == patch
     for augmentation, spatial in (("mirror", False), ("nnunet", True)):
-        initial_patch, mirror_axes, pipeline = training_pipeline(trainer, augmentation, padding_probability=0.0)
+        initial_patch, mirror_axes, pipeline = training_pipeline(trainer, augmentation)
         assert mirror_axes == (0, 1, 2) and trainer.inference_allowed_mirroring_axes == (0, 1, 2)
         assert (list(initial_patch) == patch) != spatial  # nnU-Net crops from a larger patch after rotating
         kinds = [type(t).__name__ for t in pipeline.transforms]
@@ -252,16 +254,27 @@ def test_augmentation_choice_selects_the_training_pipeline(trainer_with_batch):
             ]
 
 
-def test_divisibility_padding_joins_either_pipeline_before_the_targets(trainer_with_batch):
-    from nnunet_mtl.inference.forward import divisibility
-    from nnunet_mtl.training.augmentation import DivisibilityPaddingTransform
+class nnUNetTrainerMultitaskNpz(nnUNetTrainerMultitaskSmoke):
+    """A model folder of its own (nnU-Net names it after the class)."""
 
-    trainer, _ = trainer_with_batch
-    manager = trainer.configuration_manager
-    for augmentation in ("mirror", "nnunet"):
-        _, _, pipeline = training_pipeline(trainer, augmentation, padding_probability=0.25)
-        kinds = [type(t).__name__ for t in pipeline.transforms]
-        padding = pipeline.transforms[kinds.index("DivisibilityPaddingTransform")]
-        assert isinstance(padding, DivisibilityPaddingTransform)
-        assert padding.divisor == divisibility(manager.pool_op_kernel_sizes) and padding.probability == 0.25
-        assert kinds.index("DivisibilityPaddingTransform") + 1 == kinds.index("RemoveLabelTransform")
+
+def test_final_validation_writes_nnunets_npz_when_asked(planned_dataset, nnunet_root, small_phantom, monkeypatch):
+    """nnU-Net's run_training passes --npz to perform_actual_validation: probabilities in the original
+    geometry next to each mask, as nnU-Net's export writes them."""
+    import pickle
+
+    monkeypatch.setenv("nnUNet_n_proc_DA", "0")
+    trainer = make_trainer(nnunet_root, planned_dataset, nnUNetTrainerMultitaskNpz)
+    trainer.initialize()
+    trainer.perform_actual_validation(True)
+    folder = Path(trainer.output_folder) / "validation"
+    for case in scan_assignment_data(small_phantom).validation:
+        mask = sitk.GetArrayFromImage(sitk.ReadImage(str(folder / f"{case.name}.nii.gz")))
+        probabilities = np.load(folder / f"{case.name}.npz")["probabilities"]
+        assert probabilities.shape == (2, *mask.shape)  # whole pancreas, lesion: the original grid
+        expected = np.where(probabilities[1] > 0.5, 2, np.where(probabilities[0] > 0.5, 1, 0))
+        assert np.array_equal(mask, expected)
+        with open(folder / f"{case.name}.pkl", "rb") as handle:
+            assert list(pickle.load(handle)["shape_before_cropping"]) == list(mask.shape)
+    assert (folder / "subtype_probabilities.csv").read_text().startswith("Names,p0,p1,p2\n")
+    assert not list(folder.glob(".tmp-*"))

@@ -260,7 +260,7 @@ def generate_phantom(out_dir: Path, spec: PhantomSpec, overwrite: bool = False, 
     planned = _plan_cases(spec)
     with staged_directory(out_dir) as stage:
         test_key: dict[str, int] = {}
-        for case in planned if progress is None else progress(planned):
+        for case in planned if progress is None else progress(planned, len(planned), "phantom"):
             rng = np.random.default_rng([spec.seed, 1, case.index])
             data = synthesize_case(rng, spec.shape, case.subtype)
             if case.split == "test":

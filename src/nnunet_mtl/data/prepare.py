@@ -31,13 +31,12 @@ from nnunet_mtl.io import (
     NIFTI_SUFFIX,
     Geometry,
     array_of,
-    check_finite,
     check_writable_dir,
     read_volume,
     staged_directory,
     write_text_atomic,
 )
-from nnunet_mtl.paths import dataset_folder_name, find_dataset_folders
+from nnunet_mtl.paths import dataset_folder_name, datasets_with_id, ensure_nnunet_env
 
 SUBTYPES_FILE = "subtypes.json"
 SPLITS_FILE = "splits_final.json"
@@ -60,11 +59,9 @@ class _CheckedCase:
 
 def _check_case(case: Case) -> _CheckedCase:
     image = read_volume(case.image)
-    check_finite(image, case.image)
     if case.mask is None:
         return _CheckedCase(case, None)
     mask = read_volume(case.mask)
-    check_finite(mask, case.mask)
     problem = Geometry.of(mask).mismatch(Geometry.of(image))
     if problem:
         raise InputError(case.mask, f"mask does not match its image {case.image.name}: {problem}")
@@ -86,13 +83,13 @@ def original_split(data: AssignmentData) -> list[dict[str, list[str]]]:
 def _write_dataset(stage: Path, data: AssignmentData, name: str, progress: Callable) -> None:
     for sub in ("imagesTr", "labelsTr"):
         (stage / sub).mkdir()
-    for checked in progress(_checked(data.labelled), total=len(data.labelled), desc="check+copy train/val"):
+    for checked in progress(_checked(data.labelled), len(data.labelled), "check+copy train/val"):
         case = checked.case
         shutil.copyfile(case.image, stage / "imagesTr" / f"{case.name}{CHANNEL_SUFFIX}{NIFTI_SUFFIX}")
         sitk.WriteImage(checked.labels, str(stage / "labelsTr" / f"{case.name}{NIFTI_SUFFIX}"), useCompression=True)
     if data.test:
         (stage / "imagesTs").mkdir()
-        for checked in progress(_checked(data.test), total=len(data.test), desc="check+copy test"):
+        for checked in progress(_checked(data.test), len(data.test), "check+copy test"):
             shutil.copyfile(checked.case.image, stage / "imagesTs" / checked.case.image.name)
 
     from nnunetv2.dataset_conversion.generate_dataset_json import generate_dataset_json
@@ -116,28 +113,26 @@ def _write_dataset(stage: Path, data: AssignmentData, name: str, progress: Calla
 
 
 def prepare_dataset(
-    data_dir: Path,
-    dataset_id: int,
-    raw_root: Path,
-    preprocessed_root: Path,
-    name: str = DEFAULT_NAME,
-    progress: Callable | None = None,
+    data_dir: Path, dataset_id: int, name: str = DEFAULT_NAME, progress: Callable | None = None
 ) -> PreparedDataset:
+    """Write the raw dataset into ``$nnUNet_raw`` (nnU-Net's folders as :func:`ensure_nnunet_env` sets them)."""
     if not 1 <= dataset_id <= 999:
         raise InputError(None, f"--dataset-id must be in 1..999, got {dataset_id}")
     if not name.replace("_", "").replace("-", "").isalnum():
         raise InputError(None, f"--name may hold letters, digits, '-' and '_' only, got {name!r}")
+    folders = ensure_nnunet_env(announce=False)
     folder_name = dataset_folder_name(dataset_id, name)
-    for root in (raw_root, preprocessed_root):
-        for other in find_dataset_folders(root, dataset_id):
-            if other.name != folder_name:
-                raise InputError(other, f"dataset id {dataset_id} is already used by another dataset")
-    check_writable_dir(raw_root)
+    for other in datasets_with_id(dataset_id):
+        if other != folder_name:
+            roots = (folders.raw, folders.preprocessed, folders.results)
+            where = next(root / other for root in roots if (root / other).is_dir())
+            raise InputError(where, f"dataset id {dataset_id} is already used by another dataset")
+    check_writable_dir(folders.raw)
     data = scan_assignment_data(Path(data_dir))
-    final = raw_root / folder_name
+    final = folders.raw / folder_name
     with staged_directory(final) as stage:
-        _write_dataset(stage, data, name, progress or (lambda it, **_: it))
-    sync_preprocessed_split(preprocessed_root / folder_name, final / SPLITS_FILE)
+        _write_dataset(stage, data, name, progress or (lambda items, total, desc: items))
+    sync_preprocessed_split(folders.preprocessed / folder_name, final / SPLITS_FILE)
     return PreparedDataset(final, len(data.labelled), len(data.test))
 
 

@@ -1,13 +1,12 @@
-"""Subtype CSVs (``subtype_results.csv``, ``labels.csv``).
-
-Header exactly ``Names,Subtype``; rows like ``quiz_037.nii.gz,1``.
+"""Subtype CSVs: ``subtype_results.csv`` and ``labels.csv`` (header exactly ``Names,Subtype``; rows like
+``quiz_037.nii.gz,1``) and ``subtype_probabilities.csv`` (``Names,p0,p1,p2``), written atomically.
 """
 
 from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from nnunet_mtl.data.labels import NUM_SUBTYPES
@@ -15,6 +14,9 @@ from nnunet_mtl.errors import InputError
 from nnunet_mtl.io import NIFTI_SUFFIX, write_text_atomic
 
 HEADER = ["Names", "Subtype"]
+RESULTS_CSV = "subtype_results.csv"
+PROBABILITIES_CSV = "subtype_probabilities.csv"
+TRUTH_LABELS_CSV = "labels.csv"
 
 
 def format_subtype_csv(rows: Iterable[tuple[str, int]]) -> str:
@@ -28,6 +30,26 @@ def format_subtype_csv(rows: Iterable[tuple[str, int]]) -> str:
 def write_subtype_csv(path: Path, subtypes: Mapping[str, int]) -> None:
     """Write ``{case name: subtype}`` with names as mask file names (``<case>.nii.gz``)."""
     write_text_atomic(path, format_subtype_csv((f"{case}{NIFTI_SUFFIX}", k) for case, k in subtypes.items()))
+
+
+def write_subtype_outputs(
+    out_dir: Path, subtypes: Mapping[str, int], probabilities: Mapping[str, Sequence[float]]
+) -> list[Path]:
+    """``subtype_results.csv`` and ``subtype_probabilities.csv`` (one column per class) of ``{case: ...}``."""
+    out_dir = Path(out_dir)
+    write_subtype_csv(out_dir / RESULTS_CSV, subtypes)
+    num_classes = len(next(iter(probabilities.values()))) if probabilities else 0
+    lines = ["Names," + ",".join(f"p{k}" for k in range(num_classes))]
+    lines += [f"{c}{NIFTI_SUFFIX}," + ",".join(f"{p:.6f}" for p in probabilities[c]) for c in sorted(probabilities)]
+    write_text_atomic(out_dir / PROBABILITIES_CSV, "\n".join(lines) + "\n")
+    return [out_dir / RESULTS_CSV, out_dir / PROBABILITIES_CSV]
+
+
+def read_probabilities_csv(path: Path) -> dict[str, list[float]]:
+    """``{case name: [p0, p1, ...]}`` from a ``subtype_probabilities.csv``."""
+    with Path(path).open(newline="") as handle:
+        rows = list(csv.reader(handle))[1:]
+    return {row[0].removesuffix(NIFTI_SUFFIX): [float(v) for v in row[1:]] for row in rows if row}
 
 
 def read_subtype_csv(path: Path) -> dict[str, int]:

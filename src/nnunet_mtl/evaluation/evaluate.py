@@ -24,7 +24,7 @@ import SimpleITK as sitk
 
 from nnunet_mtl.data.labels import REGIONS, round_labels
 from nnunet_mtl.data.layout import CHANNEL_SUFFIX, SUBTYPE_FOLDERS, scan_labelled_split
-from nnunet_mtl.data.subtype_csv import read_subtype_csv
+from nnunet_mtl.data.subtype_csv import RESULTS_CSV, TRUTH_LABELS_CSV, read_subtype_csv
 from nnunet_mtl.errors import InputError
 from nnunet_mtl.evaluation.metrics import (
     ClassificationSummary,
@@ -33,10 +33,8 @@ from nnunet_mtl.evaluation.metrics import (
     region_dice,
     summarize_region,
 )
-from nnunet_mtl.io import NIFTI_SUFFIX, Geometry, array_of, check_finite, read_volume
+from nnunet_mtl.io import NIFTI_SUFFIX, Geometry, array_of, read_volume
 
-SUBTYPE_RESULTS = "subtype_results.csv"
-TRUTH_LABELS = "labels.csv"
 IO_THREADS = 4
 DICE_CONVENTION = (
     "Dice is computed per case on the whole volume in the original geometry. When truth and prediction "
@@ -113,8 +111,8 @@ def _truth_subtypes(truth: list[TruthCase], truth_dir: Path, labels_csv: Path | 
         return read_subtype_csv(labels_csv)
     if all(t.subtype is not None for t in truth):
         return {t.name: t.subtype for t in truth}
-    if (Path(truth_dir) / TRUTH_LABELS).is_file():
-        return read_subtype_csv(Path(truth_dir) / TRUTH_LABELS)
+    if (Path(truth_dir) / TRUTH_LABELS_CSV).is_file():
+        return read_subtype_csv(Path(truth_dir) / TRUTH_LABELS_CSV)
     return None
 
 
@@ -133,7 +131,6 @@ def _score_case(truth: TruthCase, pred_dir: Path) -> CaseResult:
 def read_labels(path: Path) -> tuple[sitk.Image, np.ndarray]:
     """A checked mask and its integer label map."""
     image = read_volume(path)
-    check_finite(image, path)
     return image, round_labels(array_of(image), path)
 
 
@@ -165,7 +162,7 @@ def evaluate_folder(
         if missing:
             raise InputError(truth_dir, f"no truth mask for case {sorted(missing)[0]}")
     true_subtypes = _truth_subtypes(truth, truth_dir, labels_csv)
-    pred_csv = pred_dir / SUBTYPE_RESULTS
+    pred_csv = pred_dir / RESULTS_CSV
     pred_subtypes = read_subtype_csv(pred_csv) if pred_csv.is_file() else None
 
     with ThreadPoolExecutor(IO_THREADS) as pool:
@@ -175,9 +172,9 @@ def evaluate_folder(
     note = None
     classification = None
     if true_subtypes is None:
-        note = f"no truth subtypes (give --labels, subtypeK folders or {TRUTH_LABELS} in the truth folder)"
+        note = f"no truth subtypes (give --labels, subtypeK folders or {TRUTH_LABELS_CSV} in the truth folder)"
     elif pred_subtypes is None:
-        note = f"no {SUBTYPE_RESULTS} in the prediction folder"
+        note = f"no {RESULTS_CSV} in the prediction folder"
     else:
         for case in cases:
             if case.name not in true_subtypes:

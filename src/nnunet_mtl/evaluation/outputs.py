@@ -12,9 +12,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 from sklearn.metrics import ConfusionMatrixDisplay
 
-from nnunet_mtl.evaluation.evaluate import Evaluation
+from nnunet_mtl.evaluation.evaluate import Evaluation, evaluate_folder
 from nnunet_mtl.evaluation.metrics import SUBTYPE_LABELS
-from nnunet_mtl.io import atomic_path, write_text_atomic
+from nnunet_mtl.io import atomic_path, check_writable_dir, write_text_atomic
 
 REGION_TITLES = {"whole_pancreas": "Whole pancreas Dice", "lesion": "Lesion Dice"}
 
@@ -94,3 +94,14 @@ def write_evaluation(evaluation: Evaluation, out_dir: Path) -> list[Path]:
         written.append(out_dir / "confusion_matrix.png")
         save_confusion_png(evaluation.to_json()["classification"], written[-1])
     return written
+
+
+def evaluate_to_folder(
+    pred_dir: Path, truth_dir: Path, labels: Path | None = None, out_dir: Path | None = None
+) -> tuple[Evaluation, list[Path]]:
+    """``nnunet-mtl evaluate``: score ``pred_dir`` and write the results to ``out_dir`` (default
+    ``PRED/evaluation``)."""
+    out_dir = Path(out_dir or Path(pred_dir) / "evaluation")
+    evaluation = evaluate_folder(pred_dir, truth_dir, labels)
+    check_writable_dir(out_dir)
+    return evaluation, write_evaluation(evaluation, out_dir)

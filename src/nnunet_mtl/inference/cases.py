@@ -21,7 +21,6 @@ from nnunet_mtl.inference.dicom import read_dicom_series, series_files, series_i
 from nnunet_mtl.io import (
     NIFTI_SUFFIX,
     array_of,
-    check_finite,
     check_volume_header,
     check_writable_dir,
     read_volume,
@@ -95,12 +94,11 @@ def read_image(path: Path) -> tuple[np.ndarray, dict]:
     file, or a DICOM series folder)."""
     path = Path(path)
     if path.is_dir():
-        image = read_dicom_series(path)  # check_finite reads NIfTI files with nibabel; a series is checked here
+        image = read_dicom_series(path)  # read_volume checks a NIfTI file's intensities; a series is checked here
         if not np.isfinite(sitk.GetArrayViewFromImage(image)).all():
             raise InputError(path, "contains NaN or infinite values")
     else:
         image = read_volume(path)
-        check_finite(image, path)
     spacing = image.GetSpacing()
     properties = {
         "sitk_stuff": {"spacing": spacing, "origin": image.GetOrigin(), "direction": image.GetDirection()},
@@ -109,8 +107,34 @@ def read_image(path: Path) -> tuple[np.ndarray, dict]:
     return array_of(image)[None].astype(np.float32, copy=False), properties
 
 
+def segmentation_in_input_geometry(
+    logits,
+    plans_manager,
+    configuration_manager,
+    label_manager,
+    properties: dict,
+    num_threads: int,
+    return_probabilities: bool = False,
+):
+    """The (z, y, x) label map of preprocessed-grid logits in the input's geometry (nnU-Net's own export:
+    resampling, cropping undone, transposition); with ``return_probabilities`` also the class (or region)
+    probabilities there, as nnU-Net's ``--npz`` stores them."""
+    from nnunetv2.inference.export_prediction import convert_predicted_logits_to_segmentation_with_correct_shape
+
+    return convert_predicted_logits_to_segmentation_with_correct_shape(
+        logits,
+        plans_manager,
+        configuration_manager,
+        label_manager,
+        properties,
+        return_probabilities=return_probabilities,
+        num_threads_torch=num_threads,
+    )
+
+
 def write_mask(segmentation: np.ndarray, properties: dict, path: Path) -> None:
-    """Write a (z, y, x) label map with the input's geometry, atomically."""
+    """Write a (z, y, x) label map with the input's geometry (nnU-Net's ``sitk_stuff`` properties),
+    atomically: the one mask writer of ``predict`` and of the trainer's final validation."""
     image = sitk.GetImageFromArray(segmentation.astype(np.uint8, copy=False))
     geometry = properties["sitk_stuff"]
     image.SetSpacing(geometry["spacing"])

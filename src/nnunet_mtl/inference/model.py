@@ -1,8 +1,7 @@
 """A trained multitask model folder, loaded for prediction.
 
-The folder is nnU-Net's: ``plans.json``, ``dataset.json`` and ``fold_F/checkpoint_<name>.pth``. Weights
-are read with ``torch.load(weights_only=True)``: nnunet-mtl's checkpoints hold only tensors and plain
-values, so no pickled code runs.
+The folder and its checkpoints are read through ``model.checkpoint`` (weights-only loading, the
+compatibility check with the folder's plans and dataset.json).
 """
 
 from __future__ import annotations
@@ -13,12 +12,17 @@ from pathlib import Path
 
 import torch
 
-from nnunet_mtl.config import PRESETS, MultitaskConfig
+from nnunet_mtl.config import MultitaskConfig
 from nnunet_mtl.errors import InputError
-from nnunet_mtl.model.export import load_multitask_checkpoint
+from nnunet_mtl.model.checkpoint import (
+    CHECKPOINT_FILES,
+    MultitaskState,
+    available_folds,
+    check_compatible,
+    load_checkpoint,
+    read_model_json,
+)
 from nnunet_mtl.model.multitask import MultitaskUNet, build_multitask_network
-
-CHECKPOINT_NAMES = {"best": "checkpoint_best.pth", "final": "checkpoint_final.pth", "latest": "checkpoint_latest.pth"}
 
 
 @dataclass
@@ -38,45 +42,6 @@ class LoadedModel:
         return int(self.configuration_manager.network_arch_init_kwargs["features_per_stage"][0])
 
 
-def model_folder_for(dataset_id: int, preset: str) -> Path:
-    """The model folder ``nnunet-mtl train --dataset-id N --preset P`` writes."""
-    from nnunet_mtl.training.planning import dataset_name_for
-    from nnunet_mtl.training.run import model_folder
-
-    chosen = PRESETS[preset]
-    return model_folder(dataset_name_for(dataset_id), chosen.trainer, chosen.plans_identifier)
-
-
-def available_folds(folder: Path, checkpoint_file: str) -> list[int]:
-    folds = []
-    for child in Path(folder).glob("fold_*"):
-        suffix = child.name[len("fold_") :]
-        if suffix.isdigit() and (child / checkpoint_file).is_file():
-            folds.append(int(suffix))
-    return sorted(folds)
-
-
-def read_model_json(path: Path) -> dict:
-    import json
-
-    if not path.is_file():
-        raise InputError(path, "missing from the model folder")
-    try:
-        return json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise InputError(path, "not valid JSON") from None
-
-
-def check_compatible(path: Path, checkpoint: dict, plans: dict, dataset_json: dict) -> None:
-    state = checkpoint["multitask"]
-    if state.get("dataset_name") not in (None, plans.get("dataset_name")):
-        raise InputError(
-            path, f"trained on dataset {state['dataset_name']}, but the model folder is {plans.get('dataset_name')}"
-        )
-    if state.get("labels") is not None and state["labels"] != dataset_json.get("labels"):
-        raise InputError(path, "its label set differs from the model folder's dataset.json")
-
-
 def load_model(
     folder: Path,
     folds: Sequence[int] | None = None,
@@ -92,14 +57,14 @@ def load_model(
         raise InputError(folder, "model folder not found")
     plans = read_model_json(folder / "plans.json")
     dataset_json = read_model_json(folder / "dataset.json")
-    files = [CHECKPOINT_NAMES.get(c, c) for c in checkpoints]
+    files = [CHECKPOINT_FILES.get(c, c) for c in checkpoints]
     if folds is None:
         folds = available_folds(folder, files[0])
         if not folds:
             raise InputError(folder, f"no fold_*/{files[0]} in the model folder")
     plans_manager = PlansManager(plans)
     checkpoint_paths = [folder / f"fold_{fold}" / name for fold in folds for name in files]
-    loaded = [load_multitask_checkpoint(path) for path in checkpoint_paths]
+    loaded = [load_checkpoint(path) for path in checkpoint_paths]
     for path, checkpoint in zip(checkpoint_paths, loaded):
         check_compatible(path, checkpoint, plans, dataset_json)
     configuration = loaded[0]["init_args"]["configuration"]
@@ -110,7 +75,7 @@ def load_model(
     if reader != "SimpleITKIO":
         raise InputError(folder / "plans.json", f"uses image reader {reader}; nnunet-mtl predicts with SimpleITKIO")
     label_manager = plans_manager.get_label_manager(dataset_json)
-    config = MultitaskConfig.from_dict(loaded[0]["multitask"]["config"])
+    config = MultitaskConfig.from_dict(MultitaskState.of(loaded[0]).config)
     in_channels = determine_num_input_channels(plans_manager, configuration_manager, dataset_json)
     if in_channels != 1:
         raise InputError(folder / "dataset.json", f"model takes {in_channels} channels; nnunet-mtl reads one (_0000)")
@@ -120,7 +85,7 @@ def load_model(
             configuration_manager,
             in_channels,
             label_manager.num_segmentation_heads,
-            MultitaskConfig.from_dict(checkpoint["multitask"]["config"]),
+            MultitaskConfig.from_dict(MultitaskState.of(checkpoint).config),
             deep_supervision=False,
             has_regions=label_manager.has_regions,
         )

@@ -23,10 +23,11 @@ import numpy as np
 import torch
 
 from nnunet_mtl.config import InferenceConfig, Precision
+from nnunet_mtl.console import Progress
 from nnunet_mtl.data.layout import Case
-from nnunet_mtl.data.subtype_csv import write_subtype_csv
+from nnunet_mtl.data.subtype_csv import write_subtype_outputs
 from nnunet_mtl.errors import InputError
-from nnunet_mtl.inference.cases import mask_file_name, read_image, write_mask
+from nnunet_mtl.inference.cases import mask_file_name, read_image, segmentation_in_input_geometry, write_mask
 from nnunet_mtl.inference.forward import (
     CasePrediction,
     choose_path,
@@ -37,8 +38,6 @@ from nnunet_mtl.inference.model import LoadedModel
 from nnunet_mtl.io import remove_stale_temp_files, write_text_atomic
 
 RECORDS_FOLDER = ".nnunet-mtl"  # per-case records inside the output folder, for resuming
-RESULTS_CSV = "subtype_results.csv"
-PROBABILITIES_CSV = "subtype_probabilities.csv"
 PathChoice = Literal["auto", "whole", "sliding"]
 
 
@@ -172,16 +171,14 @@ class MultitaskPredictor:
 
     def segmentation_of(self, prediction: CasePrediction, properties: dict) -> np.ndarray:
         """The (z, y, x) label map in the input's geometry, through nnU-Net's own export."""
-        from nnunetv2.inference.export_prediction import convert_predicted_logits_to_segmentation_with_correct_shape
-
         model = self.model
-        return convert_predicted_logits_to_segmentation_with_correct_shape(
+        return segmentation_in_input_geometry(
             prediction.segmentation_logits,
             model.plans_manager,
             model.configuration_manager,
             model.label_manager,
             properties,
-            num_threads_torch=self.export_threads,
+            self.export_threads,
         )
 
     def export(
@@ -221,7 +218,7 @@ class MultitaskPredictor:
         cases: Sequence[Case],
         out_dir: Path,
         overwrite: bool = False,
-        progress: Callable[[Iterable, int], Iterable] | None = None,
+        progress: Progress | None = None,
         log: Callable[[str], None] | None = None,
     ) -> list[CaseResult]:
         """Predict every case (those already done are skipped unless ``overwrite``) and write the CSVs."""
@@ -239,7 +236,7 @@ class MultitaskPredictor:
         ):
             upcoming = reader.submit(self.preprocess, todo[0]) if todo else None
             exporting: Future | None = None
-            indices = range(len(todo)) if progress is None else progress(range(len(todo)), len(todo))
+            indices = range(len(todo)) if progress is None else progress(range(len(todo)), len(todo), "predict")
             for i in indices:
                 pre = upcoming.result()
                 upcoming = reader.submit(self.preprocess, todo[i + 1]) if i + 1 < len(todo) else None
@@ -254,7 +251,7 @@ class MultitaskPredictor:
                 result = exporting.result()
                 results[result.name] = result
         ordered = [results[c.name] for c in cases]
-        write_subtype_outputs(out_dir, ordered)
+        write_results(out_dir, ordered)
         return ordered
 
 
@@ -282,15 +279,8 @@ def finished_cases(out_dir: Path, cases: Iterable[Case], settings: str | None = 
     return done
 
 
-def write_subtype_outputs(out_dir: Path, results: Sequence[CaseResult]) -> list[Path]:
-    """``subtype_results.csv`` (``Names,Subtype``) and ``subtype_probabilities.csv`` (one column per class)."""
-    out_dir = Path(out_dir)
-    write_subtype_csv(out_dir / RESULTS_CSV, {r.name: r.subtype for r in results})
-    num_classes = len(results[0].probabilities) if results else 0
-    lines = ["Names," + ",".join(f"p{k}" for k in range(num_classes))]
-    lines += [
-        f"{mask_file_name(r.name)}," + ",".join(f"{p:.6f}" for p in r.probabilities)
-        for r in sorted(results, key=lambda r: r.name)
-    ]
-    write_text_atomic(out_dir / PROBABILITIES_CSV, "\n".join(lines) + "\n")
-    return [out_dir / RESULTS_CSV, out_dir / PROBABILITIES_CSV]
+def write_results(out_dir: Path, results: Sequence[CaseResult]) -> list[Path]:
+    """The subtype CSVs of ``results``."""
+    return write_subtype_outputs(
+        out_dir, {r.name: r.subtype for r in results}, {r.name: r.probabilities for r in results}
+    )

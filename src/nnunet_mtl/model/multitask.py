@@ -30,18 +30,28 @@ def full_resolution(segmentation: torch.Tensor | list[torch.Tensor]) -> torch.Te
     return segmentation[0] if isinstance(segmentation, (list, tuple)) else segmentation
 
 
-def structure_maps(segmentation: torch.Tensor, has_regions: bool) -> torch.Tensor:
-    """Detached probability maps of the whole pancreas and of the lesion, (batch, 2, *spatial).
-
-    Regions (sigmoid outputs, ``regions_class_order`` outermost first): the first and the last region.
-    Labels (softmax outputs): one minus background, and the highest label.
-    """
-    segmentation = segmentation.detach().float()
+def structure_maps(per_channel: torch.Tensor, has_regions: bool) -> torch.Tensor:
+    """Detached maps of the whole pancreas and of the lesion, (batch, 2, *spatial), from per-channel maps:
+    per region (``regions_class_order``, outermost first) or per class (background first, lesion last),
+    as probabilities or as a one-hot reference."""
+    per_channel = per_channel.detach().float()
     if has_regions:
-        probabilities = torch.sigmoid(segmentation)
-        return torch.cat([probabilities[:, :1], probabilities[:, -1:]], 1)
-    probabilities = torch.softmax(segmentation, 1)
-    return torch.cat([1 - probabilities[:, :1], probabilities[:, -1:]], 1)
+        return torch.cat([per_channel[:, :1], per_channel[:, -1:]], 1)
+    return torch.cat([1 - per_channel[:, :1], per_channel[:, -1:]], 1)
+
+
+def predicted_structure_maps(logits: torch.Tensor, has_regions: bool) -> torch.Tensor:
+    """:func:`structure_maps` of segmentation logits (sigmoid for regions, softmax for labels)."""
+    logits = logits.detach().float()
+    return structure_maps(torch.sigmoid(logits) if has_regions else torch.softmax(logits, 1), has_regions)
+
+
+def reference_structure_maps(target: torch.Tensor, has_regions: bool, num_channels: int) -> torch.Tensor:
+    """:func:`structure_maps` of nnU-Net's full-resolution training target: region masks
+    (batch, regions, *spatial) or a label map (batch, 1, *spatial) of ``num_channels`` classes."""
+    if not has_regions:
+        target = nn.functional.one_hot(target[:, 0].long(), num_channels).movedim(-1, 1)
+    return structure_maps(target, has_regions)
 
 
 class MultitaskUNet(nn.Module):
@@ -50,7 +60,7 @@ class MultitaskUNet(nn.Module):
     ``forward`` runs the encoder once; the decoder takes the skips and the head takes the bottleneck
     (``skips[-1]``). ``detach_head_input=True`` stops the classification loss from reaching the encoder
     (phase 1 of training). The segmentation network keeps its own parameter names under ``unet.``, so
-    :meth:`segmentation_state_dict` loads straight into the stock network class.
+    ``model.checkpoint.segmentation_weights`` of its state dict loads straight into the stock network class.
     """
 
     def __init__(
@@ -93,7 +103,7 @@ class MultitaskUNet(nn.Module):
         """Subtype logits from the bottleneck, pooled over the (reference or predicted) structure maps."""
         maps = reference_maps
         if maps is None and self._needs_maps():
-            maps = structure_maps(full_resolution(segmentation), self.has_regions)
+            maps = predicted_structure_maps(full_resolution(segmentation), self.has_regions)
         return self.head(bottleneck, self._pooling_weights(maps), self._statistics(x, maps))
 
     def evidence(self, x: torch.Tensor, spatial_weights: torch.Tensor | None = None) -> PoolingEvidence:
@@ -106,14 +116,14 @@ class MultitaskUNet(nn.Module):
     def pooling_evidence(
         self, bottleneck: torch.Tensor, segmentation: torch.Tensor, spatial_weights: torch.Tensor | None = None
     ) -> PoolingEvidence:
-        maps = structure_maps(segmentation, self.has_regions) if self.head.pooling != "avg" else None
+        maps = predicted_structure_maps(segmentation, self.has_regions) if self.head.pooling != "avg" else None
         total, weight = self.head.pool(bottleneck, self._pooling_weights(maps), spatial_weights)
         return PoolingEvidence(segmentation, total, weight)
 
     def classify_case(self, x: torch.Tensor, segmentation: torch.Tensor, pooled: torch.Tensor) -> torch.Tensor:
         """The head's MLP on a case's pooled features, with the intensity statistics of the whole case
         (image ``x`` and its stitched segmentation logits)."""
-        maps = structure_maps(segmentation, self.has_regions) if self.head.use_intensity_statistics else None
+        maps = predicted_structure_maps(segmentation, self.has_regions) if self.head.use_intensity_statistics else None
         return self.head.classify_pooled(pooled, self._statistics(x, maps))
 
     def _needs_maps(self) -> bool:
@@ -128,13 +138,6 @@ class MultitaskUNet(nn.Module):
         if not self.head.use_intensity_statistics:
             return None
         return intensity_statistics(x, maps[:, 1:], maps[:, :1])
-
-    def segmentation_state_dict(self) -> dict[str, torch.Tensor]:
-        return {
-            key[len(SEGMENTATION_PREFIX) :]: value
-            for key, value in self.state_dict().items()
-            if key.startswith(SEGMENTATION_PREFIX)
-        }
 
 
 def build_multitask_network(
@@ -158,33 +161,3 @@ def build_multitask_network(
         deep_supervision=deep_supervision,
     )
     return MultitaskUNet(unet, config.num_subtypes, config.head, has_regions, num_input_channels)
-
-
-class EncoderTwiceUNet(nn.Module):
-    """The seed system's forward, kept only as a benchmark reference: the full U-Net for the segmentation,
-    then the encoder AGAIN for the head. Same weights and outputs as ``multitask``, one extra encoder pass."""
-
-    def __init__(self, multitask: MultitaskUNet):
-        super().__init__()
-        self.multitask = multitask
-
-    @property
-    def head(self) -> nn.Module:
-        return self.multitask.head
-
-    @property
-    def has_regions(self) -> bool:
-        return self.multitask.has_regions
-
-    def forward(self, x: torch.Tensor, reference_maps: torch.Tensor | None = None) -> MultitaskOutput:
-        segmentation = self.multitask.unet(x)
-        bottleneck = self.multitask.unet.encoder(x)[-1]
-        return MultitaskOutput(segmentation, self.multitask.classify(x, bottleneck, segmentation, reference_maps))
-
-    def evidence(self, x: torch.Tensor, spatial_weights: torch.Tensor | None = None) -> PoolingEvidence:
-        segmentation = full_resolution(self.multitask.unet(x))
-        bottleneck = self.multitask.unet.encoder(x)[-1]
-        return self.multitask.pooling_evidence(bottleneck, segmentation, spatial_weights)
-
-    def classify_case(self, x: torch.Tensor, segmentation: torch.Tensor, pooled: torch.Tensor) -> torch.Tensor:
-        return self.multitask.classify_case(x, segmentation, pooled)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from nnunet_mtl.errors import InputError
 from nnunet_mtl.evaluation.outputs import save_confusion_png
-from nnunet_mtl.io import NIFTI_SUFFIX, staged_directory, write_text_atomic
+from nnunet_mtl.io import NIFTI_SUFFIX, check_staged_output_dir, staged_directory, write_text_atomic
 from nnunet_mtl.report.content import Table, cases_table, metrics_table, ranked_cases, run_facts
 from nnunet_mtl.report.figures import save_overlay
 from nnunet_mtl.report.render import Figure, Section, render_html, render_markdown
@@ -135,7 +135,7 @@ def _sections(sources: ReportSources, out: Path) -> list[Section]:
     sections.append(_overlay_section(sources, out))
 
     if sources.benchmark is not None:
-        from nnunet_mtl.inference.benchmark import markdown_table
+        from nnunet_mtl.benchmark.run import markdown_table
 
         lines = [line.strip().strip("|").split("|") for line in markdown_table(sources.benchmark).splitlines()]
         table = Table([c.strip() for c in lines[0]], [[c.strip() for c in row] for row in lines[2:]])
@@ -146,8 +146,14 @@ def _sections(sources: ReportSources, out: Path) -> list[Section]:
     return sections
 
 
+def default_out_dir(model_dir: Path, pred_dir: Path | None = None) -> Path:
+    return Path(pred_dir or model_dir) / "report"
+
+
 def build_report(sources: ReportSources, out_dir: Path, title: str = "nnunet-mtl report") -> Path:
+    """Write the report folder; returns the path of report.html."""
     out_dir = Path(out_dir)
+    check_staged_output_dir(out_dir)
     earlier_report = out_dir.is_dir() and (not any(out_dir.iterdir()) or (out_dir / REPORT_FILE).is_file())
     if out_dir.exists() and not earlier_report:
         raise InputError(out_dir, f"exists and is not an earlier report folder (no {REPORT_FILE}); give another --out")

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-import csv
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from nnunet_mtl.data.layout import CHANNEL_SUFFIX
+from nnunet_mtl.data.subtype_csv import PROBABILITIES_CSV, read_probabilities_csv
 from nnunet_mtl.errors import InputError
 from nnunet_mtl.io import NIFTI_SUFFIX
+from nnunet_mtl.model.checkpoint import CHECKPOINT_FILES, MultitaskState, load_checkpoint
 from nnunet_mtl.training.progress import best_epoch_of
 
-LOG_CHECKPOINTS = ("checkpoint_final.pth", "checkpoint_latest.pth")
+LOG_CHECKPOINTS = (CHECKPOINT_FILES["final"], CHECKPOINT_FILES["latest"])
 VALIDATION_FOLDER = "validation"
 
 
@@ -52,15 +53,6 @@ class ReportSources:
     benchmark: dict | None = None
 
 
-def _load(path: Path) -> dict:
-    import torch
-
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:
-        raise InputError(path, f"cannot read checkpoint: {str(error).splitlines()[0]}") from None
-
-
 def load_training_run(model_dir: Path, fold: int | None) -> TrainingRun:
     model_dir = Path(model_dir)
     if not model_dir.is_dir():
@@ -75,12 +67,11 @@ def load_training_run(model_dir: Path, fold: int | None) -> TrainingRun:
         raise InputError(model_dir / f"fold_{fold}", f"no {' or '.join(LOG_CHECKPOINTS)} for this fold")
     fold_dir = model_dir / f"fold_{fold}"
     checkpoint_path = _log_checkpoint(fold_dir)
-    checkpoint = _load(checkpoint_path)
-    if "multitask" not in checkpoint or "logging" not in checkpoint:
-        raise InputError(checkpoint_path, "not an nnunet-mtl checkpoint (no multitask state or training log)")
-    best_epoch = checkpoint["multitask"]["best_epoch"]
-    if (fold_dir / "checkpoint_best.pth").is_file():
-        best_epoch = _load(fold_dir / "checkpoint_best.pth")["multitask"]["best_epoch"]
+    checkpoint = load_checkpoint(checkpoint_path)
+    state = MultitaskState.of(checkpoint)
+    best_epoch = state.best_epoch
+    if (fold_dir / CHECKPOINT_FILES["best"]).is_file():
+        best_epoch = MultitaskState.of(load_checkpoint(fold_dir / CHECKPOINT_FILES["best"])).best_epoch
     log = checkpoint["logging"]
     return TrainingRun(
         trainer=checkpoint.get("trainer_name", ""),
@@ -88,7 +79,7 @@ def load_training_run(model_dir: Path, fold: int | None) -> TrainingRun:
         log=log,
         best_epoch=best_epoch if best_epoch is not None else best_epoch_of(log),
         finished=checkpoint_path.name == LOG_CHECKPOINTS[0],
-        config=checkpoint["multitask"]["config"],
+        config=state.config,
     )
 
 
@@ -97,16 +88,9 @@ def _log_checkpoint(fold_dir: Path) -> Path | None:
 
 
 def read_probabilities(pred_dir: Path) -> dict[str, list[float]]:
-    """Class probabilities per case from ``predict``'s CSV or the final validation's JSON."""
-    csv_path, json_path = pred_dir / "subtype_probabilities.csv", pred_dir / "subtype_probabilities.json"
-    if csv_path.is_file():
-        with csv_path.open(newline="") as handle:
-            rows = list(csv.reader(handle))[1:]
-        return {row[0].removesuffix(NIFTI_SUFFIX): [float(v) for v in row[1:]] for row in rows if row}
-    if json_path.is_file():
-        values = json.loads(json_path.read_text())
-        return {name: [p[k] for k in sorted(p, key=int)] for name, p in values.items()}
-    return {}
+    """Class probabilities per case from the CSV of ``predict`` or of the final validation (none: {})."""
+    path = Path(pred_dir) / PROBABILITIES_CSV
+    return read_probabilities_csv(path) if path.is_file() else {}
 
 
 def index_images(folder: Path | None) -> dict[str, Path]:

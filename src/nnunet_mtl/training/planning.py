@@ -10,19 +10,17 @@ from __future__ import annotations
 
 import copy
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
-from batchgenerators.utilities.file_and_folder_operations import load_json, save_json
+from batchgenerators.utilities.file_and_folder_operations import load_json
 
 from nnunet_mtl.config import PRESETS
 from nnunet_mtl.data.prepare import SPLITS_FILE, SUBTYPES_FILE, sync_preprocessed_split
 from nnunet_mtl.errors import InputError
-from nnunet_mtl.io import check_writable_dir
-from nnunet_mtl.paths import ensure_nnunet_env, find_dataset_folders
+from nnunet_mtl.io import check_writable_dir, write_text_atomic
+from nnunet_mtl.paths import CONFIGURATION, dataset_name_for, ensure_nnunet_env
 
-CONFIGURATION = "3d_fullres"
 TINY_PLANS = "nnUNetMTLTinyPlans"
 TINY_PATCH = (32, 48, 48)
 TINY_FEATURES = (16, 32, 64, 128)
@@ -52,25 +50,6 @@ def tiny_plans(default_plans: dict) -> dict:
     config["data_identifier"] = default_plans["configurations"][CONFIGURATION]["data_identifier"]
     plans["configurations"] = {CONFIGURATION: config}
     return plans
-
-
-def dataset_name_for(dataset_id: int) -> str:
-    """The ``DatasetNNN_NAME`` folder name of ``dataset_id`` in nnU-Net's folders."""
-    folders = ensure_nnunet_env(announce=False)
-    names = sorted(
-        {
-            p.name
-            for root in (folders.raw, folders.preprocessed, folders.results)
-            for p in find_dataset_folders(root, dataset_id)
-        }
-    )
-    if not names:
-        raise InputError(
-            folders.raw, f"no dataset {dataset_id} (Dataset{dataset_id:03d}_*): run `nnunet-mtl prepare` first"
-        )
-    if len(names) > 1:
-        raise InputError(folders.raw, f"dataset id {dataset_id} has several names: {', '.join(names)}")
-    return names[0]
 
 
 def check_training_inputs(dataset_id: int, fold: int, num_gpus: int = 1, num_processes: int = 1) -> None:
@@ -137,7 +116,7 @@ def ensure_planned(dataset_id: int, preset: str, num_processes: int = 2, log=pri
         log(f"nnU-Net: preprocessing {base_identifier} {CONFIGURATION}")
         preprocess([dataset_id], base_identifier, [CONFIGURATION], [num_processes])
     if plans_identifier == TINY_PLANS:
-        save_json(tiny_plans(base_plans), str(folder / f"{TINY_PLANS}.json"), sort_keys=False)
+        write_text_atomic(folder / f"{TINY_PLANS}.json", json.dumps(tiny_plans(base_plans), indent=4) + "\n")
     if raw.is_dir():
         _sync_multitask_files(raw, folder)
     elif not (folder / SUBTYPES_FILE).is_file():
@@ -149,5 +128,5 @@ def _sync_multitask_files(raw: Path, preprocessed: Path) -> None:
     """Keep the subtype map next to the preprocessed data and fold 0 equal to the original split."""
     if not (raw / SUBTYPES_FILE).is_file():
         raise InputError(raw / SUBTYPES_FILE, "missing: this dataset was not written by `nnunet-mtl prepare`")
-    shutil.copyfile(raw / SUBTYPES_FILE, preprocessed / SUBTYPES_FILE)
+    write_text_atomic(preprocessed / SUBTYPES_FILE, (raw / SUBTYPES_FILE).read_text())
     sync_preprocessed_split(preprocessed, raw / SPLITS_FILE)

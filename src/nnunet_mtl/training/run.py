@@ -9,7 +9,8 @@ import torch
 
 from nnunet_mtl.config import PRESETS
 from nnunet_mtl.errors import InputError, require_device
-from nnunet_mtl.training.planning import CONFIGURATION, check_training_inputs, ensure_planned
+from nnunet_mtl.paths import CONFIGURATION, model_folder
+from nnunet_mtl.training.planning import check_training_inputs, ensure_planned
 from nnunet_mtl.training.tracking import enable_wandb
 
 EXT_TRAINER_VARIABLE = "nnUNet_extTrainer"
@@ -25,12 +26,6 @@ def register_trainers() -> None:
     existing = [p for p in os.environ.get(EXT_TRAINER_VARIABLE, "").split(os.pathsep) if p]
     if folder not in existing:
         os.environ[EXT_TRAINER_VARIABLE] = os.pathsep.join([folder, *existing])
-
-
-def model_folder(dataset_name: str, trainer: str, plans_identifier: str) -> Path:
-    from nnunetv2.paths import nnUNet_results
-
-    return Path(nnUNet_results.get()) / dataset_name / f"{trainer}__{plans_identifier}__{CONFIGURATION}"
 
 
 def train(

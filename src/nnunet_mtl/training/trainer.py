@@ -8,7 +8,6 @@ Usable through ``nnunet-mtl train`` and through stock nnU-Net::
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import replace
 from pathlib import Path
@@ -25,34 +24,28 @@ from torch.nn.parallel import DistributedDataParallel
 
 from nnunet_mtl.config import DEFAULT, TINY, MultitaskConfig
 from nnunet_mtl.data.prepare import SUBTYPES_FILE
-from nnunet_mtl.data.subtype_csv import write_subtype_csv
-from nnunet_mtl.inference.forward import divisibility
-from nnunet_mtl.io import atomic_path, remove_stale_temp_files, write_text_atomic
-from nnunet_mtl.model.multitask import MultitaskUNet, build_multitask_network
-from nnunet_mtl.training.augmentation import mirror_only_transforms, with_divisibility_padding
+from nnunet_mtl.io import remove_stale_temp_files, write_text_atomic
+from nnunet_mtl.model.checkpoint import (
+    CHECKPOINT_FILES,
+    MultitaskState,
+    load_resume_checkpoint,
+    save_checkpoint,
+    training_checkpoint,
+)
+from nnunet_mtl.model.multitask import MultitaskUNet, build_multitask_network, reference_structure_maps
+from nnunet_mtl.training.augmentation import initial_patch_size, training_transforms
 from nnunet_mtl.training.distributed import gather_objects, inverse_frequency_weights, weighted_cross_entropy
 from nnunet_mtl.training.optimizer import build_optimizer
 from nnunet_mtl.training.progress import NAN, MultitaskLocalLogger
+from nnunet_mtl.training.selection import CheckpointSelection
+from nnunet_mtl.training.subtypes import SubtypeMap
 from nnunet_mtl.training.tracking import TensorBoardLogger
-from nnunet_mtl.training.validation import ValidationMetrics, validate_all_ranks, validate_cases
-
-CHECKPOINT_FORMAT = "nnunet-mtl/1"
-
-
-class UnknownCaseError(KeyError):
-    def __str__(self) -> str:
-        return str(self.args[0])
-
-
-def load_subtypes(*folders: Path) -> tuple[dict[str, int], Path]:
-    """The ``{case: subtype}`` map written by ``nnunet-mtl prepare``, from the first folder that has it."""
-    for folder in folders:
-        path = Path(folder) / SUBTYPES_FILE
-        if path.is_file():
-            return {k: int(v) for k, v in json.loads(path.read_text()).items()}, path
-    raise FileNotFoundError(
-        f"no {SUBTYPES_FILE} in {', '.join(map(str, folders))}: run `nnunet-mtl prepare` for this dataset"
-    )
+from nnunet_mtl.training.validation import (
+    ValidationMetrics,
+    validate_all_ranks,
+    validate_cases,
+    write_validation_outputs,
+)
 
 
 class nnUNetTrainerMultitask(nnUNetTrainer):
@@ -80,10 +73,8 @@ class nnUNetTrainerMultitask(nnUNetTrainer):
             self.tensorboard = TensorBoardLogger(self.output_folder)
             self.logger.loggers.append(self.tensorboard)
         self.class_weights: torch.Tensor | None = None
-        self.best_metric: float | None = None
-        self.best_epoch: int | None = None
-        self._subtypes: dict[str, int] | None = None
-        self._subtypes_path: Path | None = None
+        self.selection = CheckpointSelection(self.mtl_config.selection, self.num_epochs)
+        self._subtypes: SubtypeMap | None = None
         self._validation_keys: list[str] | None = None
 
     # ------------------------------------------------------------------ network
@@ -119,74 +110,36 @@ class nnUNetTrainerMultitask(nnUNetTrainer):
     # ------------------------------------------------------------------ augmentation
 
     def configure_rotation_dummyDA_mirroring_and_inital_patch_size(self):
-        rotation, dummy_2d, initial_patch_size, mirror_axes = (
-            super().configure_rotation_dummyDA_mirroring_and_inital_patch_size()
-        )
-        if self.mtl_config.schedule.augmentation == "mirror":
-            # without rotation or scaling there is nothing to crop a larger patch for
-            initial_patch_size = list(self.configuration_manager.patch_size)
-        return rotation, dummy_2d, initial_patch_size, mirror_axes
+        rotation, dummy_2d, initial, mirror_axes = super().configure_rotation_dummyDA_mirroring_and_inital_patch_size()
+        augmentation = self.mtl_config.schedule.augmentation
+        initial = initial_patch_size(augmentation, initial, self.configuration_manager.patch_size)
+        return rotation, dummy_2d, initial, mirror_axes
 
-    def get_training_transforms(
-        self,
-        patch_size,
-        rotation_for_DA,
-        deep_supervision_scales,
-        mirror_axes,
-        do_dummy_2d_data_aug,
-        use_mask_for_norm=None,
-        is_cascaded=False,
-        foreground_labels=None,
-        regions=None,
-        ignore_label=None,
-    ):
-        schedule = self.mtl_config.schedule
-        if schedule.augmentation == "mirror":
-            pipeline = mirror_only_transforms(
-                mirror_axes, deep_supervision_scales, is_cascaded, foreground_labels, regions, ignore_label
-            )
-        else:
-            pipeline = nnUNetTrainer.get_training_transforms(
-                patch_size,
-                rotation_for_DA,
-                deep_supervision_scales,
-                mirror_axes,
-                do_dummy_2d_data_aug,
-                use_mask_for_norm,
-                is_cascaded,
-                foreground_labels,
-                regions,
-                ignore_label,
-            )
-        divisor = divisibility(self.configuration_manager.pool_op_kernel_sizes)
-        return with_divisibility_padding(pipeline, divisor, schedule.divisibility_padding_probability)
+    def get_training_transforms(self, *args, **kwargs):
+        """nnU-Net's arguments; the pipeline of the configured augmentation."""
+        return training_transforms(self.mtl_config.schedule.augmentation, *args, **kwargs)
 
     # ------------------------------------------------------------------ subtypes and phases
 
     @property
-    def subtypes(self) -> dict[str, int]:
+    def subtypes(self) -> SubtypeMap:
         if self._subtypes is None:
             from nnunetv2.paths import nnUNet_raw
 
             folders = [Path(self.preprocessed_dataset_folder_base)]
             if nnUNet_raw.is_set():
                 folders.append(Path(nnUNet_raw.get()) / self.plans_manager.dataset_name)
-            self._subtypes, self._subtypes_path = load_subtypes(*folders)
+            self._subtypes = SubtypeMap.load(*folders)
         return self._subtypes
 
     def subtype_targets(self, keys) -> torch.Tensor:
-        missing = [k for k in keys if k not in self.subtypes]
-        if missing:
-            raise UnknownCaseError(f"case {missing[0]} has no subtype in {self._subtypes_path}")
-        return torch.tensor([self.subtypes[k] for k in keys], dtype=torch.long)
+        return self.subtypes.targets(keys)
 
     def phase(self, epoch: int | None = None) -> int:
-        epoch = self.current_epoch if epoch is None else epoch
-        return 1 if epoch < self.mtl_config.loss.phase1_epochs else 2
+        return self.mtl_config.loss.phase(self.current_epoch if epoch is None else epoch)
 
     def cls_weight(self) -> float:
-        loss = self.mtl_config.loss
-        return loss.phase1_cls_weight if self.phase() == 1 else loss.phase2_cls_weight
+        return self.mtl_config.loss.cls_weight(self.current_epoch)
 
     def compute_class_weights(self) -> torch.Tensor:
         train_keys, _ = self.do_split()
@@ -207,7 +160,7 @@ class nnUNetTrainerMultitask(nnUNetTrainer):
         if self.local_rank == 0:
             remove_stale_temp_files(Path(self.output_folder))
             subtypes_copy = Path(self.output_folder_base) / SUBTYPES_FILE
-            write_text_atomic(subtypes_copy, json.dumps(self.subtypes, indent=2, sort_keys=True) + "\n")
+            write_text_atomic(subtypes_copy, self.subtypes.to_json())
 
     def on_train_epoch_start(self):
         super().on_train_epoch_start()
@@ -244,10 +197,9 @@ class nnUNetTrainerMultitask(nnUNetTrainer):
         if not head.pool_on_truth_in_training or (head.pooling == "avg" and not head.intensity_statistics):
             return None
         full_resolution = target[0] if isinstance(target, list) else target
-        if self.label_manager.has_regions:
-            return torch.cat([full_resolution[:, :1], full_resolution[:, -1:]], 1).float()
-        labels = full_resolution[:, :1]
-        return torch.cat([labels > 0, labels == self.label_manager.foreground_labels[-1]], 1).float()
+        return reference_structure_maps(
+            full_resolution, self.label_manager.has_regions, self.label_manager.num_segmentation_heads
+        )
 
     def train_step(self, batch: dict) -> dict:
         self.optimizer.zero_grad(set_to_none=True)
@@ -315,7 +267,9 @@ class nnUNetTrainerMultitask(nnUNetTrainer):
 
     # ------------------------------------------------------------------ whole-volume validation
 
-    def whole_volume_validation(self, export_folder: Path | None = None) -> ValidationMetrics:
+    def whole_volume_validation(
+        self, export_folder: Path | None = None, save_probabilities: bool = False
+    ) -> ValidationMetrics:
         if self._validation_keys is None:
             self._validation_keys = self.do_split()[1]
         val_keys = self._validation_keys
@@ -338,6 +292,7 @@ class nnUNetTrainerMultitask(nnUNetTrainer):
                 Path(self.preprocessed_dataset_folder_base) / "gt_segmentations",
                 self.mtl_config,
                 export_folder,
+                save_probabilities,
             )
         finally:
             self.set_deep_supervision_enabled(was_ds)
@@ -348,17 +303,8 @@ class nnUNetTrainerMultitask(nnUNetTrainer):
         if self.tensorboard is not None:
             self.tensorboard.close()
 
-    def should_validate(self, epoch: int) -> bool:
-        every = self.mtl_config.selection.validate_every
-        return (epoch + 1) % every == 0 or epoch == self.num_epochs - 1
-
     def epochs_without_improvement(self) -> int:
-        """Epochs since the best whole-volume validation (counting from epoch 0 before the first one)."""
-        reference = -1 if self.best_epoch is None else self.best_epoch
-        return self.current_epoch - reference
-
-    def should_stop_early(self) -> bool:
-        return self.epochs_without_improvement() >= self.mtl_config.selection.patience
+        return self.selection.epochs_without_improvement(self.current_epoch)
 
     def on_epoch_end(self):
         epoch = self.current_epoch
@@ -382,7 +328,7 @@ class nnUNetTrainerMultitask(nnUNetTrainer):
 
         metrics = None
         values = (NAN, NAN, NAN, NAN)
-        if self.should_validate(epoch):
+        if self.selection.should_validate(epoch):
             self.network.eval()
             with torch.no_grad():
                 metrics = self.whole_volume_validation()
@@ -394,27 +340,25 @@ class nnUNetTrainerMultitask(nnUNetTrainer):
         for key, value in zip(("wv_dice_whole", "wv_dice_lesion", "wv_macro_f1", "wv_combined"), values):
             log.log(key, value, epoch)
         # saved after this epoch's metrics are logged: a run resumed from checkpoint_best finds the epoch complete
-        min_delta = self.mtl_config.selection.min_delta
-        if metrics is not None and (self.best_metric is None or metrics.combined > self.best_metric + min_delta):
-            self.best_metric, self.best_epoch = metrics.combined, epoch
+        if metrics is not None and self.selection.update(epoch, metrics.combined):
             self.print_to_log_file(f"new best combined metric {metrics.combined:.4f}: saving checkpoint_best")
-            self.save_checkpoint(os.path.join(self.output_folder, "checkpoint_best.pth"))
+            self.save_checkpoint(os.path.join(self.output_folder, CHECKPOINT_FILES["best"]))
         duration = log.get_value("epoch_end_timestamps", -1) - log.get_value("epoch_start_timestamps", -1)
         self.print_to_log_file(f"Epoch time: {duration:.2f} s")
         if (epoch + 1) % self.save_every == 0 and epoch != self.num_epochs - 1:
-            self.save_checkpoint(os.path.join(self.output_folder, "checkpoint_latest.pth"))
-        if self.local_rank == 0 and self.should_validate(epoch):  # plotting every epoch costs ~1 s on a CPU
+            self.save_checkpoint(os.path.join(self.output_folder, CHECKPOINT_FILES["latest"]))
+        if self.local_rank == 0 and self.selection.should_validate(epoch):  # plotting every epoch costs ~1 s on a CPU
             log.plot_progress_png(self.output_folder)
         self.current_epoch += 1
 
     def run_training(self):
         self.on_train_start()
         while self.current_epoch < self.num_epochs:
-            if self.should_stop_early():
+            if self.selection.should_stop(self.current_epoch):
                 self.print_to_log_file(
                     f"early stopping: no better combined metric for {self.epochs_without_improvement()} epochs "
-                    f"(patience {self.mtl_config.selection.patience}); best {self.best_metric} at epoch "
-                    f"{self.best_epoch}"
+                    f"(patience {self.mtl_config.selection.patience}); best {self.selection.best_metric} at epoch "
+                    f"{self.selection.best_epoch}"
                 )
                 break
             self.on_epoch_start()
@@ -431,27 +375,17 @@ class nnUNetTrainerMultitask(nnUNetTrainer):
         self.on_train_end()
 
     def perform_actual_validation(self, save_probabilities: bool = False):
-        """Final validation: masks in the original geometry, subtype CSVs and nnunet-mtl's metrics."""
-        from nnunet_mtl.evaluation.evaluate import evaluate_folder
-        from nnunet_mtl.evaluation.outputs import write_evaluation
-
+        """Final validation: masks in the original geometry (and with ``save_probabilities``, nnU-Net's
+        ``--npz``, the probabilities there), subtype CSVs and nnunet-mtl's metrics."""
         folder = Path(self.output_folder) / "validation"
         folder.mkdir(parents=True, exist_ok=True)
         self.network.eval()
         with torch.no_grad():
-            metrics = self.whole_volume_validation(export_folder=folder)
+            metrics = self.whole_volume_validation(export_folder=folder, save_probabilities=save_probabilities)
         if self.local_rank != 0:
             return
-        write_subtype_csv(folder / "subtype_results.csv", {c.name: c.subtype_pred for c in metrics.cases})
-        probabilities = {
-            c.name: dict(zip(map(str, range(len(c.probabilities))), c.probabilities)) for c in metrics.cases
-        }
-        (folder / "subtype_probabilities.json").write_text(json.dumps(probabilities, indent=2) + "\n")
         gt = Path(self.preprocessed_dataset_folder_base) / "gt_segmentations"
-        truth_labels = folder / "truth_labels.csv"
-        write_subtype_csv(truth_labels, {c.name: c.subtype_true for c in metrics.cases})
-        evaluation = evaluate_folder(folder, gt, truth_labels, cases=[c.name for c in metrics.cases])
-        write_evaluation(evaluation, folder)
+        evaluation = write_validation_outputs(metrics, folder, gt)
         regions, classification = evaluation.regions, evaluation.classification
         self.print_to_log_file(
             "final validation (whole volume, original geometry): Dice whole "
@@ -462,89 +396,57 @@ class nnUNetTrainerMultitask(nnUNetTrainer):
 
     # ------------------------------------------------------------------ checkpoints
 
-    def _checkpoint(self) -> dict:
-        def plain(value):
-            if isinstance(value, dict):
-                return {k: plain(v) for k, v in value.items()}
-            if isinstance(value, (list, tuple)):
-                return [plain(v) for v in value]
-            if isinstance(value, np.generic):
-                return value.item()
-            if isinstance(value, np.ndarray):
-                return value.tolist()
-            if isinstance(value, torch.device):
-                return str(value)
-            return value
-
-        return {
-            "format": CHECKPOINT_FORMAT,
-            "network_weights": self.multitask_network.state_dict(),
-            "optimizer_state": self.optimizer.state_dict(),
-            "grad_scaler_state": self.grad_scaler.state_dict() if self.grad_scaler is not None else None,
-            "logging": plain(self.logger.get_checkpoint()),
-            "_best_ema": plain(self._best_ema),
-            "current_epoch": self.current_epoch + 1,
-            "init_args": plain(self.my_init_kwargs),
-            "trainer_name": self.__class__.__name__,
-            "inference_allowed_mirroring_axes": plain(self.inference_allowed_mirroring_axes),
-            "multitask": {
-                "config": plain(self.mtl_config.to_dict()),
-                "class_weights": None if self.class_weights is None else self.class_weights.tolist(),
-                "best_metric": self.best_metric,
-                "best_epoch": self.best_epoch,
-                "dataset_name": self.plans_manager.dataset_name,
-                "labels": plain(self.dataset_json["labels"]),
-            },
-        }
-
     def save_checkpoint(self, filename: str) -> None:
-        """nnU-Net's checkpoint plus the multitask state, written atomically and loadable with weights_only."""
+        """nnU-Net's checkpoint plus the multitask state (model/checkpoint.py), written atomically."""
         if self.local_rank != 0:
             return
         if self.disable_checkpointing:
             self.print_to_log_file("No checkpoint written, checkpointing is disabled")
             return
-        # a kill leaves at most a temporary file (removed by the next run), never a partial checkpoint
-        with atomic_path(Path(filename)) as tmp, open(tmp, "wb") as handle:
-            torch.save(self._checkpoint(), handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-
-    def _resume_state(self, filename: str) -> dict:
-        """The checkpoint in ``filename``; for nnU-Net's ``--c``, which picks checkpoint_latest, the newer
-        checkpoint_best instead where one exists (a kill between the two saves of an epoch)."""
-        checkpoint = torch.load(filename, map_location=self.device, weights_only=True)
-        best = Path(filename).with_name("checkpoint_best.pth")
-        if Path(filename).name == "checkpoint_latest.pth" and best.is_file():
-            candidate = torch.load(best, map_location=self.device, weights_only=True)
-            if candidate.get("current_epoch", -1) > checkpoint.get("current_epoch", -1):
-                self.print_to_log_file(f"{best.name} is newer than {Path(filename).name}: resuming from it")
-                return candidate
-        return checkpoint
+        state = MultitaskState(
+            config=self.mtl_config.to_dict(),
+            class_weights=None if self.class_weights is None else self.class_weights.tolist(),
+            best_metric=self.selection.best_metric,
+            best_epoch=self.selection.best_epoch,
+            dataset_name=self.plans_manager.dataset_name,
+            labels=self.dataset_json["labels"],
+        )
+        checkpoint = training_checkpoint(
+            network_weights=self.multitask_network.state_dict(),
+            optimizer_state=self.optimizer.state_dict(),
+            grad_scaler_state=self.grad_scaler.state_dict() if self.grad_scaler is not None else None,
+            logging=self.logger.get_checkpoint(),
+            current_epoch=self.current_epoch + 1,
+            init_args=self.my_init_kwargs,
+            trainer_name=self.__class__.__name__,
+            mirror_axes=self.inference_allowed_mirroring_axes,
+            multitask=state,
+        )
+        save_checkpoint(checkpoint, Path(filename))
 
     def load_checkpoint(self, filename_or_checkpoint: dict | str) -> None:
+        """nnU-Net's ``--c`` names checkpoint_latest; the newer checkpoint_best is taken where one exists."""
         if not self.was_initialized:
             self.initialize()
         checkpoint = filename_or_checkpoint
         if isinstance(checkpoint, str):
-            checkpoint = self._resume_state(checkpoint)
-        if checkpoint.get("format") != CHECKPOINT_FORMAT:
-            raise ValueError(f"not an nnunet-mtl checkpoint (format {checkpoint.get('format')!r})")
+            requested = Path(checkpoint)
+            checkpoint, path = load_resume_checkpoint(requested, self.device)
+            if path != requested:
+                self.print_to_log_file(f"{path.name} is newer than {requested.name}: resuming from it")
         self.multitask_network.load_state_dict(checkpoint["network_weights"])
         self.my_init_kwargs = checkpoint["init_args"]
         self.current_epoch = checkpoint["current_epoch"]
         self.logger.load_checkpoint(checkpoint["logging"])
-        self._best_ema = checkpoint["_best_ema"]
         mirroring = checkpoint.get("inference_allowed_mirroring_axes")
         self.inference_allowed_mirroring_axes = tuple(mirroring) if mirroring is not None else None
         self.optimizer.load_state_dict(checkpoint["optimizer_state"])
         if self.grad_scaler is not None and checkpoint["grad_scaler_state"] is not None:
             self.grad_scaler.load_state_dict(checkpoint["grad_scaler_state"])
-        state = checkpoint["multitask"]
-        weights = state["class_weights"]
+        state = MultitaskState.of(checkpoint)
+        weights = state.class_weights
         self.class_weights = None if weights is None else torch.tensor(weights, dtype=torch.float32)
-        self.best_metric = state["best_metric"]
-        self.best_epoch = state["best_epoch"]
+        self.selection.best_metric, self.selection.best_epoch = state.best_metric, state.best_epoch
 
 
 class nnUNetTrainerMultitaskTiny(nnUNetTrainerMultitask):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -9,14 +10,20 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from nnunetv2.inference.export_prediction import convert_predicted_logits_to_segmentation_with_correct_shape
 
 from nnunet_mtl.config import MultitaskConfig
 from nnunet_mtl.data.labels import REGIONS
+from nnunet_mtl.data.subtype_csv import write_subtype_csv, write_subtype_outputs
+from nnunet_mtl.evaluation.evaluate import Evaluation, evaluate_folder
 from nnunet_mtl.evaluation.metrics import classification_summary, region_dice, summarize_region
+from nnunet_mtl.evaluation.outputs import write_evaluation
+from nnunet_mtl.inference.cases import mask_file_name, segmentation_in_input_geometry, write_mask
 from nnunet_mtl.inference.forward import predict_case
+from nnunet_mtl.io import atomic_path
 from nnunet_mtl.model.multitask import MultitaskUNet
 from nnunet_mtl.training.distributed import gather_objects
+
+TRUTH_LABELS = "truth_labels.csv"  # the validation cases' true subtypes, next to the predictions
 
 
 @dataclass(frozen=True)
@@ -49,10 +56,13 @@ def validate_cases(
     gt_folder: Path,
     config: MultitaskConfig,
     export_folder: Path | None = None,
+    save_probabilities: bool = False,
 ) -> list[ValidatedCase]:
-    """Predict each case in one pass (or tiles), bring the mask back to the original geometry and score it."""
+    """Predict each case in one pass (or tiles), bring the mask back to the original geometry and score it.
+
+    With ``export_folder`` the masks are written there (and with ``save_probabilities`` the probabilities
+    in the original geometry as nnU-Net's ``--npz`` writes them: ``<case>.npz`` and ``<case>.pkl``)."""
     reader = plans_manager.image_reader_writer_class()
-    file_ending = ".nii.gz"
     features = configuration_manager.network_arch_init_kwargs["features_per_stage"][0]
     results = []
     network.eval()
@@ -70,10 +80,17 @@ def validate_cases(
             config.inference.memory_budget_gb * 2**30,
             config.inference.tile_step_size,
         )
-        segmentation = convert_predicted_logits_to_segmentation_with_correct_shape(
-            prediction.segmentation_logits, plans_manager, configuration_manager, label_manager, properties
+        exported = segmentation_in_input_geometry(
+            prediction.segmentation_logits,
+            plans_manager,
+            configuration_manager,
+            label_manager,
+            properties,
+            torch.get_num_threads(),
+            return_probabilities=save_probabilities,
         )
-        truth, _ = reader.read_seg(str(Path(gt_folder) / f"{key}{file_ending}"))
+        segmentation = exported[0] if save_probabilities else exported
+        truth, _ = reader.read_seg(str(Path(gt_folder) / mask_file_name(key)))
         probabilities = torch.softmax(prediction.class_logits, 0)
         results.append(
             ValidatedCase(
@@ -85,10 +102,17 @@ def validate_cases(
             )
         )
         if export_folder is not None:
-            reader.write_seg(
-                segmentation.astype(np.uint8), str(Path(export_folder) / f"{key}{file_ending}"), properties
-            )
+            write_mask(segmentation, properties, Path(export_folder) / mask_file_name(key))
+            if save_probabilities:
+                _write_probabilities(exported[1], properties, Path(export_folder) / key)
     return results
+
+
+def _write_probabilities(probabilities: np.ndarray, properties: dict, truncated: Path) -> None:
+    with atomic_path(truncated.with_name(f"{truncated.name}.npz")) as tmp, open(tmp, "wb") as handle:
+        np.savez_compressed(handle, probabilities=probabilities)
+    with atomic_path(truncated.with_name(f"{truncated.name}.pkl")) as tmp, open(tmp, "wb") as handle:
+        pickle.dump(properties, handle)
 
 
 def summarize(cases: list[ValidatedCase], config: MultitaskConfig) -> ValidationMetrics:
@@ -110,3 +134,16 @@ def validate_all_ranks(local_cases: list[ValidatedCase], config: MultitaskConfig
     """Gather every rank's cases so that all ranks compute the same metrics (and stop at the same epoch)."""
     cases = sorted(gather_objects(local_cases), key=lambda c: c.name)
     return summarize(cases, config)
+
+
+def write_validation_outputs(metrics: ValidationMetrics, folder: Path, gt_folder: Path) -> Evaluation:
+    """Next to the exported masks: the subtype CSVs, the true subtypes, and nnunet-mtl's metrics of the
+    masks in the original geometry (as ``nnunet-mtl evaluate`` computes them)."""
+    folder = Path(folder)
+    write_subtype_outputs(
+        folder, {c.name: c.subtype_pred for c in metrics.cases}, {c.name: c.probabilities for c in metrics.cases}
+    )
+    write_subtype_csv(folder / TRUTH_LABELS, {c.name: c.subtype_true for c in metrics.cases})
+    evaluation = evaluate_folder(folder, gt_folder, folder / TRUTH_LABELS, cases=[c.name for c in metrics.cases])
+    write_evaluation(evaluation, folder)
+    return evaluation

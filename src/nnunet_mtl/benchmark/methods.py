@@ -67,9 +67,9 @@ def _timed(function) -> float:
 
 
 def _run_ours(spec: MethodSpec, device: torch.device) -> dict:
+    from nnunet_mtl.benchmark.seed_network import EncoderTwiceUNet
     from nnunet_mtl.inference.model import load_model
-    from nnunet_mtl.inference.predictor import MultitaskPredictor, write_subtype_outputs
-    from nnunet_mtl.model.multitask import EncoderTwiceUNet
+    from nnunet_mtl.inference.predictor import MultitaskPredictor, write_results
 
     model = load_model(spec.model_dir, spec.folds, (spec.checkpoint,), device)
     if spec.encoder_twice:
@@ -80,7 +80,7 @@ def _run_ours(spec: MethodSpec, device: torch.device) -> dict:
         start = time.perf_counter()
         results.append(predictor.predict_case(case, spec.out_dir))
         seconds[case.name] = time.perf_counter() - start
-    write_subtype_outputs(spec.out_dir, results)
+    write_results(spec.out_dir, results)
     folder_seconds = None
     if spec.folder_run:
         with tempfile.TemporaryDirectory(dir=spec.out_dir.parent) as scratch:
@@ -103,7 +103,7 @@ def _run_stock(spec: MethodSpec, device: torch.device) -> dict:
     """nnU-Net's own predictor with its defaults, through its public API."""
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 
-    from nnunet_mtl.model.safe_loading import weights_only_loads
+    from nnunet_mtl.model.checkpoint import weights_only_loads
 
     with open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet):
         predictor = nnUNetPredictor(device=device, verbose=False, allow_tqdm=False)  # step 0.5, Gaussian, mirroring

@@ -1,10 +1,13 @@
 import json
 import math
 
+import pytest
+
+from nnunet_mtl.benchmark.run import LABELS, METHODS, class_agreement, markdown_table
 from nnunet_mtl.cli import main
-from nnunet_mtl.inference.benchmark import LABELS, METHODS, class_agreement, markdown_table
 
 
+@pytest.mark.slow
 def test_benchmark_compares_all_methods_on_the_same_weights(smoke_model, small_phantom, tmp_path, capsys):
     model_dir = smoke_model[0]
     out = tmp_path / "bench"
@@ -80,6 +83,7 @@ def test_class_agreement_counts_cases_and_names_the_differing_ones():
     assert "| 92% |" in markdown_table({"methods": {"c": older}, "truth": None, "device": "cpu"})
 
 
+@pytest.mark.slow
 def test_benchmark_runs_the_chosen_rows_besides_the_references(smoke_model, small_phantom, tmp_path):
     out = tmp_path / "bench"
     argv = ["benchmark", "--model-dir", str(smoke_model[0]), "-i", str(small_phantom / "test"), "--out", str(out)]

@@ -26,13 +26,14 @@ from dataclasses import replace
 from multiprocessing import get_context
 from pathlib import Path
 
+from nnunet_mtl.benchmark.methods import MethodSpec, run_method
 from nnunet_mtl.data.layout import Case
 from nnunet_mtl.errors import InputError
-from nnunet_mtl.inference.benchmark_methods import MethodSpec, run_method
 from nnunet_mtl.io import check_writable_dir, write_text_atomic
 
 METHODS = ("a", "a_ref", "b", "c", "d", "c_alt")
 REFERENCE_METHODS = ("a", "a_ref")  # speed and Dice are relative to (a), subtypes to (a')
+OPTIONAL_METHODS = tuple(m for m in METHODS if m not in REFERENCE_METHODS)
 LABELS = {
     "a": "(a) stock nnU-Net predictor (step 0.5, Gaussian, 8 flips)",
     "a_ref": "(a') nnunet-mtl with stock's tiles and flips",
@@ -185,6 +186,16 @@ def markdown_table(benchmark: dict) -> str:
     return "\n".join(lines)
 
 
+def select_methods(requested: list[str] | None) -> tuple[str, ...]:
+    """The references and the requested rows (all rows when ``requested`` is None), in table order."""
+    unknown = sorted(set(requested or ()) - set(OPTIONAL_METHODS))
+    if unknown:
+        raise InputError(
+            None, f"--methods: unknown row(s) {', '.join(unknown)}; choose among {' '.join(OPTIONAL_METHODS)}"
+        )
+    return (*REFERENCE_METHODS, *(m for m in OPTIONAL_METHODS if requested is None or m in requested))
+
+
 def check_inputs(
     model_dir: Path,
     cases: list[Case],
@@ -222,7 +233,7 @@ def run_benchmark(
     methods=METHODS,
     log=print,
 ) -> dict:
-    from nnunet_mtl.inference.model import available_folds
+    from nnunet_mtl.model.checkpoint import available_folds
     from nnunet_mtl.model.export import export_segmentation_model
 
     out_dir = Path(out_dir)

@@ -1,0 +1,35 @@
+"""Checkpoint selection and early stopping on the whole-volume validation's combined metric."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from nnunet_mtl.config import SelectionConfig
+
+
+@dataclass
+class CheckpointSelection:
+    """The best combined metric so far and its epoch; ``checkpoint_best`` is saved when it improves, and
+    training stops after ``patience`` epochs without improvement (counted from epoch 0 before the first
+    validation). Its state travels in the checkpoint, so a resumed run continues the same count."""
+
+    config: SelectionConfig
+    num_epochs: int
+    best_metric: float | None = None
+    best_epoch: int | None = None
+
+    def should_validate(self, epoch: int) -> bool:
+        return (epoch + 1) % self.config.validate_every == 0 or epoch == self.num_epochs - 1
+
+    def update(self, epoch: int, metric: float) -> bool:
+        """Record a validation's metric; True when it is a new best (by more than ``min_delta``)."""
+        if self.best_metric is None or metric > self.best_metric + self.config.min_delta:
+            self.best_metric, self.best_epoch = metric, epoch
+            return True
+        return False
+
+    def epochs_without_improvement(self, epoch: int) -> int:
+        return epoch - (-1 if self.best_epoch is None else self.best_epoch)
+
+    def should_stop(self, epoch: int) -> bool:
+        return self.epochs_without_improvement(epoch) >= self.config.patience
