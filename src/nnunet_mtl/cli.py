@@ -32,7 +32,15 @@ def _int_list(text: str) -> tuple[int, ...]:
 def cmd_phantom(args: argparse.Namespace) -> int:
     from nnunet_mtl.data.phantom import PhantomSpec, generate_phantom
 
-    spec = PhantomSpec(seed=args.seed, train=args.train, validation=args.validation, test=args.test, shape=args.shape)
+    spec = PhantomSpec(
+        seed=args.seed,
+        train=args.train,
+        validation=args.validation,
+        test=args.test,
+        shape=args.shape,
+        lesion_share=args.lesion_share,
+        contrast=args.contrast,
+    )
     start = time.perf_counter()
     out = generate_phantom(args.out_dir, spec, overwrite=args.overwrite, progress=progress_bar)
     total = sum(spec.train) + sum(spec.validation) + spec.test
@@ -244,6 +252,20 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="Z,Y,X",
         help="median volume size in voxels; each case varies by up to 15%% (default 32,48,48: like the real "
         "data under nnU-Net's default plan, the tiny plan's patch covers a median case)",
+    )
+    p.add_argument(
+        "--lesion-share",
+        type=float,
+        metavar="F",
+        help="lesion volume as a share of the gland's, +-30%% per case (real data: about 0.03-0.3; default: "
+        "lesions spanning 55-95%% of the gland's thickness)",
+    )
+    p.add_argument(
+        "--contrast",
+        type=float,
+        default=1.0,
+        metavar="F",
+        help="scale of each lesion's intensity difference to its gland; below 1 the subtypes look more alike",
     )
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty OUT_DIR")
     p.set_defaults(func=cmd_phantom)

@@ -121,3 +121,23 @@ def test_refuses_non_empty_output_and_bad_counts(tmp_path, capsys):
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["keep.txt"]
     with pytest.raises(InputError):
         PhantomSpec(train=(1, 1))
+
+
+def test_lesion_share_and_contrast_options():
+    """The family's knobs: the lesion's share of the gland follows the option; contrast scales every lesion's
+    difference to its gland, so the subtypes move towards the gland and each other."""
+    for share in (0.04, 0.25):
+        shares = []
+        for i in range(6):
+            case = synthesize_case(np.random.default_rng([7, i]), (32, 48, 48), i % 3, lesion_share=share)
+            shares.append(np.count_nonzero(case.labels == 2) / np.count_nonzero(case.labels))
+        assert share * 0.6 < np.median(shares) < share * 1.4
+    gaps = {}
+    for contrast in (1.0, 0.5):
+        case = synthesize_case(np.random.default_rng([8, 1]), (32, 48, 48), 1, lesion_share=0.2, contrast=contrast)
+        gaps[contrast] = case.image[case.labels == 1].mean() - case.image[case.labels == 2].mean()
+    assert 0.35 < gaps[0.5] / gaps[1.0] < 0.65
+    with pytest.raises(InputError, match="--lesion-share"):
+        PhantomSpec(lesion_share=0.9)
+    with pytest.raises(InputError, match="--contrast"):
+        PhantomSpec(contrast=0)

@@ -35,6 +35,8 @@ FLOAT_MASK_FRACTION = 0.8
 SIZE_JITTER = 0.15
 HU_MIN, HU_MAX = -1024, 3071
 MIN_SIZE, MAX_SIZE = 16, 512  # voxels per axis of the median case
+MAX_LESION_SHARE = 0.5
+LESION_SHARE_JITTER = 0.3
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,11 @@ class PhantomSpec:
     # the tiny plan's patch (32x48x48) covers the phantom's, so whole-volume and tiled inference see the
     # same context as training.
     shape: tuple[int, ...] = (32, 48, 48)
+    # lesion volume as a share of the gland's (about 3% to 30% on real data; each case varies by +-30%);
+    # None: the lesion spans 55-95% of the gland's local radius, as in the default phantom
+    lesion_share: float | None = None
+    # scale of every lesion's intensity difference to its gland: below 1 the subtypes look more alike
+    contrast: float = 1.0
 
     def __post_init__(self) -> None:
         if self.seed < 0:
@@ -64,6 +71,10 @@ class PhantomSpec:
             raise InputError(
                 None, f"--shape needs three sizes (z,y,x) of {MIN_SIZE} to {MAX_SIZE} voxels, got {self.shape}"
             )
+        if self.lesion_share is not None and not 0 < self.lesion_share <= MAX_LESION_SHARE:
+            raise InputError(None, f"--lesion-share must be in (0, {MAX_LESION_SHARE}], got {self.lesion_share}")
+        if not self.contrast > 0:
+            raise InputError(None, f"--contrast must be > 0, got {self.contrast}")
 
 
 @dataclass
@@ -83,8 +94,15 @@ def _cylinder_z(yy, xx, cy, cx, radius):
     return (yy - cy) ** 2 + (xx - cx) ** 2 < radius**2
 
 
-def synthesize_case(rng: np.random.Generator, shape: Sequence[int], subtype: int) -> PhantomCase:
-    """One phantom case of median ``shape`` (z, y, x); its own size is jittered by up to 15% per axis."""
+def synthesize_case(
+    rng: np.random.Generator,
+    shape: Sequence[int],
+    subtype: int,
+    lesion_share: float | None = None,
+    contrast: float = 1.0,
+) -> PhantomCase:
+    """One phantom case of median ``shape`` (z, y, x); its own size is jittered by up to 15% per axis.
+    ``lesion_share`` and ``contrast`` as in :class:`PhantomSpec`."""
     size = tuple(max(16, round(s * rng.uniform(1 - SIZE_JITTER, 1 + SIZE_JITTER))) for s in shape)
     in_plane = rng.uniform(0.68, 0.82)
     spacing_zyx = np.array([rng.uniform(2.0, 2.5), in_plane, in_plane], dtype=np.float32)
@@ -160,7 +178,13 @@ def synthesize_case(rng: np.random.Generator, shape: Sequence[int], subtype: int
     pancreas_hu = rng.uniform(85, 125) * enhancement
     image[gland] = (pancreas_hu + 9 * _smooth_noise(rng, size, (0.6, 1.2, 1.2)))[gland]
 
-    lesion, lesion_image = _lesion(rng, subtype, zz, yy, xx, centre_line, radius, z_stretch, pancreas_hu, size)
+    lesion_volume = None
+    if lesion_share is not None:
+        share = lesion_share * rng.uniform(1 - LESION_SHARE_JITTER, 1 + LESION_SHARE_JITTER)
+        lesion_volume = share * np.count_nonzero(gland) * float(np.prod(spacing_zyx))
+    lesion, lesion_image = _lesion(
+        rng, subtype, zz, yy, xx, centre_line, radius, z_stretch, pancreas_hu, size, lesion_volume, contrast
+    )
     image = np.where(lesion > 0, lesion * lesion_image + (1 - lesion) * image, image)
     labels = np.zeros(size, dtype=np.uint8)
     labels[gland] = PANCREAS
@@ -174,8 +198,9 @@ def synthesize_case(rng: np.random.Generator, shape: Sequence[int], subtype: int
     return PhantomCase(image, labels, spacing, origin)
 
 
-def _lesion(rng, subtype, zz, yy, xx, centre_line, radius, z_stretch, pancreas_hu, size):
-    """Soft lesion membership in [0, 1] and the lesion's own intensities."""
+def _lesion(rng, subtype, zz, yy, xx, centre_line, radius, z_stretch, pancreas_hu, size, volume_mm3=None, contrast=1.0):
+    """Soft lesion membership in [0, 1] and the lesion's own intensities. ``volume_mm3``: the volume of the
+    lesion's ellipsoid (its scale then follows from it instead of the subtype's range)."""
     index = int(rng.uniform(0.2, 0.8) * len(centre_line))
     local = radius[index]
     scale, irregularity, edge = {
@@ -183,7 +208,10 @@ def _lesion(rng, subtype, zz, yy, xx, centre_line, radius, z_stretch, pancreas_h
         1: (rng.uniform(0.65, 0.95), 0.03, 0.05),
         2: (rng.uniform(0.55, 0.8), 0.08, 0.12),
     }[subtype]
-    semi = local * scale * np.array([z_stretch, 1.0, rng.uniform(1.0, 1.6)], dtype=np.float32)
+    elongation = np.array([z_stretch, 1.0, rng.uniform(1.0, 1.6)], dtype=np.float32)
+    if volume_mm3 is not None:
+        scale = (volume_mm3 / (4 / 3 * np.pi * local**3 * float(np.prod(elongation)))) ** (1 / 3)
+    semi = local * scale * elongation
     shift = rng.uniform(-0.2, 0.2, 3) * local * np.array([z_stretch, 1, 1])
     centre = centre_line[index] + shift
     rho = np.sqrt(
@@ -203,6 +231,7 @@ def _lesion(rng, subtype, zz, yy, xx, centre_line, radius, z_stretch, pancreas_h
         values = pancreas_hu + rng.uniform(-5, 50) + 8 * _smooth_noise(rng, size, (0.6, 1, 1))
         if rng.random() < 0.5:
             values = np.where(rho < 0.35, values - 45, values)  # central scar
+    values = pancreas_hu + contrast * (values - pancreas_hu)
     return membership, values.astype(np.float32)
 
 
@@ -262,7 +291,7 @@ def generate_phantom(out_dir: Path, spec: PhantomSpec, overwrite: bool = False, 
         test_key: dict[str, int] = {}
         for case in planned if progress is None else progress(planned, len(planned), "phantom"):
             rng = np.random.default_rng([spec.seed, 1, case.index])
-            data = synthesize_case(rng, spec.shape, case.subtype)
+            data = synthesize_case(rng, spec.shape, case.subtype, spec.lesion_share, spec.contrast)
             if case.split == "test":
                 (stage / "test").mkdir(exist_ok=True)
                 (stage / "test_key").mkdir(exist_ok=True)
