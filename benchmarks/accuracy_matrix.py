@@ -126,6 +126,15 @@ def run_one(out: Path, label: str, setting: str, seed: int, preset: str, code: P
         log,
     )
     metrics = json.loads((folder / "evaluation" / "metrics.json").read_text())
+    final = folder / "test_pred_final"  # is the selected checkpoint worse than the last one?
+    model = ["--dataset-id", "501", "--preset", preset, "--checkpoint", "final"]
+    _run(["predict", *model, "-i", str(data / "test"), "-o", str(final)], env, log)
+    _run(
+        ["evaluate", "--pred", str(final), "--truth", str(data / "test_key"), "--out", str(final / "evaluation")],
+        env,
+        log,
+    )
+    final_metrics = json.loads((final / "evaluation" / "metrics.json").read_text())
     validation = sorted((folder / "nnunet" / "nnUNet_results").rglob("validation/metrics.json"))
     result = {
         "setting": setting,
@@ -134,6 +143,7 @@ def run_one(out: Path, label: str, setting: str, seed: int, preset: str, code: P
         "preset": preset,
         "num_test_cases": metrics["num_cases"],
         "test": bootstrap(metrics),
+        "test_final_checkpoint": bootstrap(final_metrics),
         "validation": json.loads(validation[0].read_text()) if validation else None,
         "training_seconds": seconds,
         "epochs": epochs,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -58,18 +59,13 @@ DATASET_ID = 60
 FINGERPRINT_SAMPLES = 10**6
 
 
-@pytest.fixture(scope="session")
-def planned_dataset(small_phantom):
-    """The small phantom, prepared and planned with the tiny plan (nnU-Net preprocessing included).
-
-    nnU-Net's fingerprint draws 10^8 foreground voxels (with replacement) for its intensity statistics
-    whatever the dataset's size: 55 s on 2 cores. The small phantom has about 2 * 10^4 foreground voxels in
-    all, so the fixture draws 10^6 (under 1 s); planning through nnU-Net's CLI (tests/data/test_prepare.py,
-    the `train` subprocesses) keeps nnU-Net's number."""
+@contextlib.contextmanager
+def quick_fingerprint():
+    """nnU-Net's fingerprint draws 10^8 foreground voxels (with replacement) for its intensity statistics
+    whatever the dataset's size: 55 s on 2 cores. The test phantoms have about 2 * 10^4 foreground voxels in
+    all, so in-process planning in the tests draws 10^6 (under 1 s); planning through nnU-Net's CLI
+    (tests/data/test_prepare.py, the `train` subprocesses) keeps nnU-Net's number."""
     from nnunetv2.experiment_planning.dataset_fingerprint.fingerprint_extractor import DatasetFingerprintExtractor
-
-    from nnunet_mtl.cli import main
-    from nnunet_mtl.training.planning import ensure_planned
 
     extractor_init = DatasetFingerprintExtractor.__init__
 
@@ -77,9 +73,19 @@ def planned_dataset(small_phantom):
         extractor_init(self, *args, **kwargs)
         self.num_foreground_voxels_for_intensitystats = FINGERPRINT_SAMPLES
 
-    assert main(["prepare", str(small_phantom), "--dataset-id", str(DATASET_ID)]) == 0
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(DatasetFingerprintExtractor, "__init__", fewer_samples)
+        yield
+
+
+@pytest.fixture(scope="session")
+def planned_dataset(small_phantom):
+    """The small phantom, prepared and planned with the tiny plan (nnU-Net preprocessing included)."""
+    from nnunet_mtl.cli import main
+    from nnunet_mtl.training.planning import ensure_planned
+
+    assert main(["prepare", str(small_phantom), "--dataset-id", str(DATASET_ID)]) == 0
+    with quick_fingerprint():
         name, plans = ensure_planned(DATASET_ID, "tiny", num_processes=1, log=lambda *_: None)
     return name, plans
 

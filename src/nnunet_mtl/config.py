@@ -16,12 +16,19 @@ Augmentation = Literal["nnunet", "mirror"]
 
 @dataclass(frozen=True)
 class HeadConfig:
-    """Classification head on the encoder bottleneck."""
+    """Classification head on the shared encoder (model/head.py)."""
 
     # "avg": global average; "foreground" / "lesion": average weighted by the predicted probability of the
     # whole pancreas / of the lesion. Global averages of instance-normalised features barely differ between
     # cases, so the weighted forms carry far more subtype information (see README, "Classification head").
     pooling: Pooling = "lesion"
+    # encoder stages pooled (0: full resolution; negative count from the bottleneck, -1; None: every stage).
+    # Linear probes put the subtype in the shallow stages far more than in the bottleneck (README).
+    stages: tuple[int, ...] | None = None
+    # pooling weights: the predicted probability where it reaches this value, else 0
+    weight_threshold: float = 0.5
+    # a predicted lesion smaller than this share of the gland counts as none: the head pools the gland
+    lesion_fallback_share: float = 0.005
     # During training, take the pooling weights from the reference mask instead of the prediction, so the
     # head sees the lesion before the decoder has learnt to find it (inference always uses the prediction).
     pool_on_truth_in_training: bool = True
@@ -47,6 +54,13 @@ class ScheduleConfig:
     # "nnunet": nnU-Net's full pipeline; "mirror": random flips only (for short schedules, see
     # training/augmentation.py)
     augmentation: Augmentation = "nnunet"
+    # train for this many minutes (the epochs' own time, validations included): num_epochs is then an upper
+    # bound, and the learning-rate decay and the last validation are sized to the epochs that fit, measured
+    # as training goes. None: exactly num_epochs (nnU-Net's way).
+    time_budget_minutes: float | None = None
+    # "auto": nnU-Net's fp16 autocast on CUDA; on a CPU bf16 autocast where it has bf16 units (AVX-512 BF16,
+    # AMX), else fp32 (precision.py)
+    precision: Precision = "auto"
 
 
 @dataclass(frozen=True)
@@ -78,10 +92,29 @@ class SelectionConfig:
     weight_f1: float = 0.4
     patience: int = 200  # epochs without a better combined metric before training stops
     min_delta: float = 1e-4
+    # selection and early stopping follow an exponential moving average of the combined metric, this being
+    # the previous average's weight (nnU-Net smooths its pseudo Dice with 0.9): a small validation split's
+    # metric jumps between validations. 0: the raw metric.
+    smoothing: float = 0.0
 
     def combined(self, dice_whole: float, dice_lesion: float, macro_f1: float) -> float:
         total = self.weight_whole + self.weight_lesion + self.weight_f1
         return (self.weight_whole * dice_whole + self.weight_lesion * dice_lesion + self.weight_f1 * macro_f1) / total
+
+
+@dataclass(frozen=True)
+class CpuPlanConfig:
+    """The CPU preset's plan, derived by nnU-Net's planner from the dataset fingerprint (training/cpu_plan.py)."""
+
+    # nnU-Net's estimate of the network's feature maps for one batch of 2 (its planner's VRAM unit: 560e6 for
+    # 8 GB). 1e7 is the 4-stage network of 16-128 features at a 32x48x48 patch: about 1 s per training step on
+    # 2 CPU cores. The patch shrinks until the network fits it.
+    feature_map_budget: float = 1.0e7
+    base_features: int = 16
+    max_features: int = 128
+    # where the patch holds less than this share of the median case, the target spacing is coarsened as for
+    # nnU-Net's 3d_lowres (the finer axes first) until it holds it; nnU-Net's own threshold is 0.25
+    median_coverage: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -93,8 +126,8 @@ class TrackingConfig:
 class InferenceConfig:
     memory_budget_gb: float = 6.0  # whole-volume forward if its estimated peak memory fits, else sliding window
     tile_step_size: float = 0.5  # sliding-window step, as a fraction of the patch (nnU-Net's default)
-    # "auto": fp16 autocast on CUDA (as nnU-Net); fp32 on CPU, where bf16 autocast measured far slower
-    # on CPUs without bf16 units (`nnunet-mtl benchmark` reports both)
+    # "auto": fp16 autocast on CUDA (as nnU-Net); on a CPU bf16 autocast where it has bf16 units, else fp32
+    # (precision.py; `nnunet-mtl benchmark` reports both)
     precision: Precision = "auto"
 
 
@@ -107,6 +140,7 @@ class MultitaskConfig:
     selection: SelectionConfig = field(default_factory=SelectionConfig)
     inference: InferenceConfig = field(default_factory=InferenceConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    cpu_plan: CpuPlanConfig = field(default_factory=CpuPlanConfig)  # used by presets with the CPU plan
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -115,8 +149,9 @@ class MultitaskConfig:
     def from_dict(cls, values: dict) -> MultitaskConfig:
         """The inverse of :meth:`to_dict` (as stored in checkpoints); unknown keys are an error."""
         head = dict(values.get("head", {}))
-        if "hidden" in head:
-            head["hidden"] = tuple(head["hidden"])
+        for key in ("hidden", "stages"):
+            if head.get(key) is not None:
+                head[key] = tuple(head[key])
         return cls(
             num_subtypes=values.get("num_subtypes", 3),
             head=HeadConfig(**head),
@@ -125,24 +160,28 @@ class MultitaskConfig:
             selection=SelectionConfig(**values.get("selection", {})),
             inference=InferenceConfig(**values.get("inference", {})),
             tracking=TrackingConfig(**values.get("tracking", {})),
+            cpu_plan=CpuPlanConfig(**values.get("cpu_plan", {})),
         )
 
 
 DEFAULT = MultitaskConfig()
-# A few hundred steps: momentum 0.95 instead of 0.99 (a 20-step rather than 100-step memory) at the same
-# effective step (lr / (1 - momentum) = 1), and flips as the only augmentation (README, "Measured").
+# A few hundred steps in a time budget: momentum 0.95 instead of 0.99 (a 20-step rather than 100-step
+# memory) at the same effective step (lr / (1 - momentum) = 1), flips as the only augmentation (README,
+# "Measured"), and the plan nnU-Net's planner derives for a CPU budget (cpu_plan).
 TINY = MultitaskConfig(
     schedule=ScheduleConfig(
-        num_epochs=40,
+        num_epochs=200,
         iterations_per_epoch=12,
         val_iterations_per_epoch=1,
         initial_lr=0.05,
         momentum=0.95,
         oversample_foreground_percent=1.0,
         augmentation="mirror",
+        time_budget_minutes=7.5,
     ),
     loss=replace(LossConfig(), phase1_epochs=4),
-    selection=replace(SelectionConfig(), validate_every=4, patience=16),
+    # within a time budget training always uses all of it: no early stopping on a noisy 12-case metric
+    selection=replace(SelectionConfig(), validate_every=4, patience=10**6, smoothing=0.5),
 )
 
 
@@ -150,14 +189,15 @@ TINY = MultitaskConfig(
 class Preset:
     name: str
     plans_identifier: str
+    planner: str  # nnU-Net's planner class, or "cpu": nnU-Net's planner under config.cpu_plan's budget
     trainer: str
     config: MultitaskConfig
 
 
 PRESETS = {
-    "tiny": Preset("tiny", "nnUNetMTLTinyPlans", "nnUNetTrainerMultitaskTiny", TINY),
-    "default": Preset("default", "nnUNetPlans", "nnUNetTrainerMultitask", DEFAULT),
-    "resenc-m": Preset("resenc-m", "nnUNetResEncUNetMPlans", "nnUNetTrainerMultitask", DEFAULT),
+    "tiny": Preset("tiny", "nnUNetMTLTinyPlans", "cpu", "nnUNetTrainerMultitaskTiny", TINY),
+    "default": Preset("default", "nnUNetPlans", "ExperimentPlanner", "nnUNetTrainerMultitask", DEFAULT),
+    "resenc-m": Preset("resenc-m", "nnUNetResEncUNetMPlans", "nnUNetPlannerResEncM", "nnUNetTrainerMultitask", DEFAULT),
 }
 
 

@@ -62,17 +62,21 @@ class IdentityNetwork(torch.nn.Module):
         self.classified = []
 
     def evidence(self, x, spatial_weights=None):
+        from nnunet_mtl.model.head import PooledFeatures
         from nnunet_mtl.model.multitask import PoolingEvidence
 
         self.seen_shapes.append(tuple(x.shape[2:]))
         weights = torch.ones_like(x) if spatial_weights is None else spatial_weights.expand_as(x)
         total, weight = (x * weights).sum((2, 3, 4)), weights.sum((2, 3, 4))
         self.evidence_sums.append((total, weight))
-        return PoolingEvidence(torch.cat([x, x], 1), total, weight)
+        slots = (1, 3, 1)  # the same sums in the three pooling slots
+        pooled = PooledFeatures(total[:, None].expand(*slots), weight[:, None].expand(*slots), weight.expand(1, 3))
+        return PoolingEvidence(torch.cat([x, x], 1), pooled)
 
     def classify_case(self, x, segmentation, pooled):
-        self.classified.append((x.shape, segmentation.shape, pooled))
-        return pooled.repeat(1, 3)
+        ratio = pooled.sums[:, 0] / pooled.masses[:, 0]
+        self.classified.append((x.shape, segmentation.shape, ratio))
+        return ratio.repeat(1, 3)
 
 
 @pytest.mark.parametrize("shape", [(13, 37, 29), (16, 32, 32), (5, 9, 70)])

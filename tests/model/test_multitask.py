@@ -5,6 +5,7 @@ from torch import nn
 
 from nnunet_mtl.config import HeadConfig
 from nnunet_mtl.model.checkpoint import segmentation_weights
+from nnunet_mtl.model.head import add_pooled
 from nnunet_mtl.model.multitask import (
     MultitaskUNet,
     predicted_structure_maps,
@@ -61,22 +62,30 @@ def test_one_encoder_call_per_forward(build, pooling, training):
 
 @pytest.mark.parametrize("pooling", ["avg", "lesion"])
 def test_one_encoder_call_per_inference_pass(pooling):
-    model = MultitaskUNet(plain_unet(False), 3, HeadConfig(pooling=pooling)).eval()
+    model = MultitaskUNet(plain_unet(False), 3, HeadConfig(pooling=pooling, stages=(0, 1, -1))).eval()
     calls = count_encoder_calls(model)
     evidence = model.evidence(torch.randn(1, 1, 16, 32, 32))
     assert len(calls) == 1
     assert evidence.segmentation.shape == (1, 2, 16, 32, 32)
-    assert evidence.pooled_sum.shape == (1, 64) and evidence.pooled_weight.shape == (1, 1)
+    pooled = evidence.pooled  # three slots (lesion, gland, every voxel) of stages 0, 1 and 3: 8 + 16 + 64 channels
+    assert pooled.sums.shape == (1, 3, 88) and pooled.masses.shape == (1, 3, 3) and pooled.voxels.shape == (1, 3)
 
 
 @pytest.mark.parametrize("pooling", ["avg", "lesion"])
 def test_pooling_sums_of_parts_add_up_to_the_pooling_of_the_whole(pooling):
-    head = MultitaskUNet(plain_unet(False), 3, HeadConfig(pooling=pooling)).head
-    bottleneck = torch.randn(1, 64, 4, 6, 6)
-    lesion = torch.rand(1, 1, 4, 6, 6)  # on the bottleneck grid, so resampling is the identity
-    whole_sum, whole_weight = head.pool(bottleneck, lesion)
-    parts = [head.pool(bottleneck[..., :, :, s], lesion[..., :, :, s]) for s in (slice(0, 2), slice(2, 6))]
-    torch.testing.assert_close(sum(p[0] for p in parts) / sum(p[1] for p in parts), whole_sum / whole_weight)
+    head = MultitaskUNet(plain_unet(False), 3, HeadConfig(pooling=pooling, stages=(0, 1, 2, 3))).head
+    torch.manual_seed(0)
+    features = [
+        torch.randn(1, c, *g) for c, g in zip((8, 16, 32, 64), ((16, 32, 32), (16, 16, 16), (8, 8, 8), (4, 4, 4)))
+    ]
+    maps = torch.rand(1, 2, 16, 32, 32)
+    whole = head.pool(features, maps)
+    halves = [
+        head.pool([f[..., : f.shape[-1] // 2] for f in features], maps[..., :16]),
+        head.pool([f[..., f.shape[-1] // 2 :] for f in features], maps[..., 16:]),
+    ]
+    for part, total in zip(add_pooled(*halves), whole):
+        torch.testing.assert_close(part, total, rtol=1e-4, atol=1e-3)  # float32 sums in another order
 
 
 def test_deep_supervision_toggle_through_decoder_attribute():
@@ -112,17 +121,56 @@ def test_phase1_detach_isolates_encoder_from_classification_loss(pooling):
 
 
 def test_weighted_pooling_follows_the_probability_map():
-    config = HeadConfig(pooling="lesion", hidden=(), dropout=0.0, intensity_statistics=False)
+    config = HeadConfig(pooling="lesion", stages=(-1,), hidden=(), dropout=0.0, intensity_statistics=False)
     head = MultitaskUNet(plain_unet(False), 3, config).head
     bottleneck = torch.zeros(1, 64, 2, 4, 4)
     bottleneck[..., 0, :2, :2] = 1.0  # the feature lives where the lesion is
-    lesion = torch.zeros(1, 1, 16, 32, 32)
-    lesion[..., :8, :16, :16] = 1.0
+    maps = torch.zeros(1, 2, 16, 32, 32)
+    maps[:, 0] = 1.0
+    maps[:, 1, :8, :16, :16] = 1.0
     pooled = []
-    head.norm.register_forward_hook(lambda module, args, out: pooled.append(args[0]))
-    head(bottleneck, lesion)
-    head(bottleneck, torch.ones_like(lesion))
+    head.norms[0].register_forward_hook(lambda module, args, out: pooled.append(args[0]))
+    head([bottleneck], maps, None)
+    head([bottleneck], torch.ones_like(maps), None)
     assert pooled[0].mean() > 0.9 and pooled[1].mean() == pytest.approx(4 / 32)
+
+
+def test_low_probability_everywhere_does_not_outweigh_a_small_lesion():
+    """Pooling weights are the probability where it reaches the threshold: a 0.01 spread over a large volume
+    (the soft output far from the gland) adds nothing."""
+    config = HeadConfig(stages=(-1,), hidden=(), dropout=0.0, intensity_statistics=False)
+    head = MultitaskUNet(plain_unet(False), 3, config).head
+    bottleneck = torch.zeros(1, 64, 4, 8, 8)
+    bottleneck[..., 0, 0, 0] = 1.0
+    maps = torch.full((1, 2, 16, 64, 64), 0.01)
+    maps[:, :, :4, :8, :8] = 0.9  # one bottleneck cell of gland and lesion
+    pooled = head.pool([bottleneck], maps)
+    assert pooled.voxels[0, 0] == pytest.approx(0.9 * 4 * 8 * 8)
+    assert pooled.sums[0, 0, 0] / pooled.masses[0, 0, 0] == pytest.approx(1.0)
+
+
+def test_empty_lesion_falls_back_to_the_gland_with_finite_case_dependent_logits():
+    torch.manual_seed(0)
+    model = MultitaskUNet(plain_unet(False), 3, HeadConfig(dropout=0.0)).eval()
+    x = torch.randn(2, 1, 16, 32, 32)
+    gland_only = torch.zeros(2, 2, 16, 32, 32)
+    gland_only[:, 0, 4:12, 8:24, 8:24] = 1.0  # no lesion predicted in either case
+    features = model.head_features(model.unet.encoder(x))
+    pooled = model.head.pool(features, gland_only)
+    assert model.head.slot(pooled).tolist() == [1, 1]  # the gland slot
+    logits = model.head.classify(pooled, model.head.statistics(x, gland_only))
+    assert torch.isfinite(logits).all() and not torch.allclose(logits[0], logits[1])
+    tiny = gland_only.clone()
+    tiny[:, 1, 8, 16, 16] = 1.0  # one voxel of a 2048-voxel gland: below lesion_fallback_share
+    assert model.head.slot(model.head.pool(features, tiny)).tolist() == [1, 1]
+    lesion = gland_only.clone()
+    lesion[:, 1, 6:10, 12:20, 12:20] = 1.0
+    assert model.head.slot(model.head.pool(features, lesion)).tolist() == [0, 0]
+    nothing = torch.zeros_like(gland_only)  # no gland either: every voxel alike
+    assert model.head.slot(model.head.pool(features, nothing)).tolist() == [2, 2]
+    assert torch.isfinite(
+        model.head.classify(model.head.pool(features, nothing), model.head.statistics(x, nothing))
+    ).all()
 
 
 def test_intensity_statistics_match_direct_computation():

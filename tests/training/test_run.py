@@ -1,9 +1,9 @@
+import numpy as np
 import pytest
 import torch
 
 from nnunet_mtl.cli import main
 from nnunet_mtl.config import PRESETS
-from nnunet_mtl.training.planning import TINY_FEATURES, tiny_plans
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU message")
@@ -24,21 +24,57 @@ def test_trainer_path_holds_the_trainers(capsys):
         assert cls is getattr(trainer, name)  # the very same class, not a second copy
 
 
-def test_tiny_plan_is_a_reduced_nnunet_plan(planned_dataset, nnunet_root):
+def _median_shape(plans: dict) -> list[float]:
+    return plans["configurations"]["3d_fullres"]["median_image_size_in_voxels"]
+
+
+def test_cpu_plan_configures_itself_from_the_fingerprint(planned_dataset, nnunet_root, tmp_path):
+    """Small cases: nnU-Net's spacing, a patch holding the median case. Cases larger than the CPU budget's patch:
+    a coarser spacing (the in-plane axes first, as nnU-Net's 3d_lowres), again a patch holding the median case.
+    The plan is an nnU-Net plans file (stock nnUNetv2_train trains on it: test_trainer.py's smoke model)."""
     from batchgenerators.utilities.file_and_folder_operations import load_json
+    from nnunetv2.experiment_planning.plan_and_preprocess_api import extract_fingerprints, plan_experiments
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
+    from nnunet_mtl.data.phantom import PhantomSpec, generate_phantom
+    from nnunet_mtl.data.prepare import prepare_dataset
+    from nnunet_mtl.training.cpu_plan import made_with, plan_for_cpu
+    from tests.conftest import DATASET_ID, quick_fingerprint
+
+    budget = PRESETS["tiny"].config.cpu_plan
     name, plans_identifier = planned_dataset
-    folder = nnunet_root / "nnUNet_preprocessed" / name
-    default = load_json(folder / "nnUNetPlans.json")
-    tiny = load_json(folder / f"{plans_identifier}.json")
-    assert tiny == tiny_plans(default)
-    config = PlansManager(tiny).get_configuration("3d_fullres")
-    arch = config.network_arch_init_kwargs
-    assert arch["features_per_stage"] == list(TINY_FEATURES) and arch["n_stages"] == 4
-    assert config.data_identifier == PlansManager(default).get_configuration("3d_fullres").data_identifier
-    divisor = torch.tensor(arch["strides"]).prod(0)
-    assert all(p % int(d) == 0 and p <= 48 for p, d in zip(config.patch_size, divisor))
+    small = load_json(nnunet_root / "nnUNet_preprocessed" / name / f"{plans_identifier}.json")
+    assert made_with(small, budget)
+    large_phantom = generate_phantom(
+        tmp_path / "large", PhantomSpec(seed=5, train=(1, 1, 1), validation=(1, 0, 0), test=0, shape=(40, 112, 160))
+    )
+    prepare_dataset(large_phantom, 62, name="Large")
+    with quick_fingerprint():
+        extract_fingerprints([62], num_processes=1)
+    plan_for_cpu(62, budget, plans_identifier)
+    plan_experiments([62, DATASET_ID], "ExperimentPlanner")  # nnU-Net's own plans, to compare with
+    folder = nnunet_root / "nnUNet_preprocessed" / "Dataset062_Large"
+    large, nnunet = (load_json(folder / f"{n}.json") for n in (plans_identifier, "nnUNetPlans"))
+    for plans in (small, large):
+        config = PlansManager(plans).get_configuration("3d_fullres")
+        median = _median_shape(plans)  # the patch holds the median case (nnU-Net's criterion: its voxels)
+        assert np.prod(config.patch_size) >= np.prod(median) and all(
+            p >= 0.85 * m for p, m in zip(config.patch_size, median)
+        )
+        divisor = torch.tensor(config.pool_op_kernel_sizes).prod(0)
+        assert all(p % int(d) == 0 for p, d in zip(config.patch_size, divisor))
+        assert config.network_arch_init_kwargs["features_per_stage"][0] == budget.base_features
+        assert max(config.network_arch_init_kwargs["features_per_stage"]) <= budget.max_features
+    small_spacing = PlansManager(small).get_configuration("3d_fullres").spacing
+    nnunet_spacing = (
+        PlansManager(load_json(folder.parent / name / "nnUNetPlans.json")).get_configuration("3d_fullres").spacing
+    )
+    assert small_spacing == nnunet_spacing
+    large_config, full = (PlansManager(p).get_configuration("3d_fullres") for p in (large, nnunet))
+    assert large_config.spacing[1] > 1.5 * full.spacing[1] and large_config.spacing[2] > 1.5 * full.spacing[2]
+    assert large_config.spacing[1] / full.spacing[1] >= large_config.spacing[0] / full.spacing[0]  # in-plane first
+    assert large_config.data_identifier == f"{plans_identifier}_3d_fullres"  # data of its own
+    assert np.prod(_median_shape(nnunet)) > 2 * np.prod(large_config.patch_size)  # at nnU-Net's spacing it could not
 
 
 def test_resenc_m_preset_plans_with_nnunet_resenc_planner(planned_dataset, nnunet_root):

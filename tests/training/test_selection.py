@@ -1,7 +1,9 @@
 """Checkpoint selection and early stopping, on their own (the trainer's runs are in test_trainer.py)."""
 
+import pytest
+
 from nnunet_mtl.config import LossConfig, SelectionConfig
-from nnunet_mtl.training.selection import CheckpointSelection
+from nnunet_mtl.training.selection import CheckpointSelection, epochs_within_budget
 
 
 def test_validates_every_n_epochs_and_at_the_last():
@@ -37,3 +39,20 @@ def test_phases_and_classification_weight():
     loss = LossConfig(phase1_epochs=4, phase1_cls_weight=0.01, phase2_cls_weight=0.1)
     assert [loss.phase(e) for e in (0, 3, 4, 9)] == [1, 1, 2, 2]
     assert [loss.cls_weight(e) for e in (3, 4)] == [0.01, 0.1]
+
+
+def test_smoothing_selects_on_the_moving_average():
+    """A chance jump on a small validation split does not win the selection on its own."""
+    selection = CheckpointSelection(SelectionConfig(smoothing=0.5, min_delta=0.0), num_epochs=100)
+    for epoch, metric in ((3, 0.2), (7, 0.6), (11, 0.3), (15, 0.5), (19, 0.55)):
+        selection.update(epoch, metric)
+    # averages 0.2, 0.4, 0.35, 0.425, 0.4875: the raw best (0.6 at epoch 7) is not the smoothed best
+    assert selection.best_epoch == 19 and selection.best_metric == pytest.approx(0.4875)
+    assert selection.smoothed == pytest.approx(0.4875)
+
+
+def test_epochs_within_budget_follow_the_measured_epoch_time():
+    assert epochs_within_budget([10.0, 12.0], 110.0, 1000, validated=True) == 10  # 110 s / 11 s
+    assert epochs_within_budget([10.0, 12.0], 110.0, 8, validated=True) == 8  # never above the upper bound
+    assert epochs_within_budget([60.0] * 3, 100.0, 1000, validated=True) == 3  # over budget: stop now
+    assert epochs_within_budget([60.0] * 3, 100.0, 1000, validated=False) == 4  # ... after a validated epoch

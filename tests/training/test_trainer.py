@@ -13,7 +13,9 @@ from nnunet_mtl.training.distributed import inverse_frequency_weights
 from nnunet_mtl.training.subtypes import UnknownCaseError
 from tests.conftest import run_nnunet
 from tests.training.ext_trainers.smoke_trainers import (
+    BUDGET,
     SMOKE,
+    nnUNetTrainerMultitaskBudget,
     nnUNetTrainerMultitaskSmoke,
     nnUNetTrainerMultitaskStopEarly,
 )
@@ -108,6 +110,21 @@ def test_early_stopping_really_ends_training(planned_dataset, nnunet_root, monke
     assert checkpoint["current_epoch"] == 2
     log = Path(trainer.log_file).read_text()
     assert "early stopping" in log
+
+
+@pytest.mark.slow
+def test_time_budget_sizes_the_schedule_and_validates_the_last_epoch(planned_dataset, nnunet_root, monkeypatch):
+    monkeypatch.setenv("nnUNet_n_proc_DA", "0")
+    trainer = make_trainer(nnunet_root, planned_dataset, nnUNetTrainerMultitaskBudget)
+    trainer.run_training()
+    log = trainer.logger.local_logger.my_fantastic_logging
+    durations = [end - start for start, end in zip(log["epoch_start_timestamps"], log["epoch_end_timestamps"])]
+    budget = BUDGET.schedule.time_budget_minutes * 60
+    assert 2 <= trainer.current_epoch == trainer.num_epochs < BUDGET.schedule.num_epochs
+    assert budget - 2 * max(durations) <= sum(durations) <= budget + 2 * max(durations)
+    assert trainer.lr_scheduler.max_steps == trainer.selection.num_epochs == trainer.num_epochs
+    assert not np.isnan(log["wv_combined"][-1])  # the last epoch was validated
+    assert log["lrs"][-1] < log["lrs"][0] / 2  # the poly decay ran over the epochs that fitted
 
 
 @pytest.fixture
@@ -278,3 +295,31 @@ def test_final_validation_writes_nnunets_npz_when_asked(planned_dataset, nnunet_
             assert list(pickle.load(handle)["shape_before_cropping"]) == list(mask.shape)
     assert (folder / "subtype_probabilities.csv").read_text().startswith("Names,p0,p1,p2\n")
     assert not list(folder.glob(".tmp-*"))
+
+
+def test_most_training_patches_contain_the_lesion(trainer_with_batch):
+    """The tiny preset centres every patch on foreground (oversample 1.0); nnU-Net draws the region to centre
+    on uniformly among whole pancreas and lesion, so at least half of the patches hold lesion, and with the
+    CPU plan's patch holding the median case nearly all do (benchmarks/patch_sampling.py measures it on the
+    phantom family)."""
+    trainer, _ = trainer_with_batch
+    assert trainer.oversample_foreground_percent == 1.0
+    patches = [patch for _ in range(20) for patch in next(trainer.dataloader_train)["target"][0]]
+    assert sum(int(patch[1].sum() > 0) for patch in patches) / len(patches) >= 0.9
+
+
+def test_cpu_training_step_in_bf16_where_chosen(trainer_with_batch):
+    """precision "bf16" (what "auto" picks on CPUs with bf16 units) autocasts the step; fp32 does not."""
+    trainer, batch = trainer_with_batch
+    small = {  # a corner of the patch: bf16 is emulated (slow) on CPUs without bf16 units
+        "data": batch["data"][:, :, :8, :16, :16],
+        "target": [
+            t[:, :, : 8 // f[0], : 16 // f[1], : 16 // f[2]]
+            for t, f in zip(batch["target"], ((1, 1, 1), (1, 2, 2), (2, 4, 4), (4, 8, 8)))
+        ],
+        "keys": batch["keys"],
+    }
+    for precision, dtype in (("bf16", torch.bfloat16), ("fp32", torch.float32)):
+        trainer.precision = precision
+        step = trainer._step(small, train=True)
+        assert step["output"].segmentation[0].dtype == dtype and torch.isfinite(step["total"])

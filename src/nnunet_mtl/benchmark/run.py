@@ -9,7 +9,8 @@ Rows (each method in its own fresh process, one after another, so peak memory is
   class agreement, and its masks show that our sliding window reproduces stock's;
 * (b)  the seed's way: whole volume, the full network and then the encoder again for the head;
 * (c)  ``nnunet-mtl predict`` with its defaults; (d) with ``--tta``;
-* (c*) (c) in the other precision (bf16 autocast on CPU, fp32 on CUDA), for the precision choice.
+* (c*) (c) in the other precision (fp32 where (c) uses bf16 or fp16 autocast, else bf16), for the precision
+  choice.
 
 Seconds per case are the median over cases of preprocessing + forward + export run in sequence; the
 folder column is each tool's batch mode (nnU-Net's worker processes, our overlapped threads) divided by
@@ -26,10 +27,13 @@ from dataclasses import replace
 from multiprocessing import get_context
 from pathlib import Path
 
+import torch
+
 from nnunet_mtl.benchmark.methods import MethodSpec, run_method
 from nnunet_mtl.data.layout import Case
 from nnunet_mtl.errors import InputError
 from nnunet_mtl.io import check_writable_dir, write_text_atomic
+from nnunet_mtl.precision import resolve_precision
 
 METHODS = ("a", "a_ref", "b", "c", "d", "c_alt")
 REFERENCE_METHODS = ("a", "a_ref")  # speed and Dice are relative to (a), subtypes to (a')
@@ -48,7 +52,7 @@ def method_specs(
     model_dir: Path, stock_dir: Path, cases: list[Case], out_dir: Path, device: str, folds, checkpoint: str
 ) -> dict[str, MethodSpec]:
     base = MethodSpec("", "", "ours", model_dir, folds, checkpoint, device, out_dir, tuple(cases))
-    alt_precision = "bf16" if device == "cpu" else "fp32"
+    alt_precision = "fp32" if resolve_precision("auto", torch.device(device)) != "fp32" else "bf16"
     specs = {
         "a": replace(base, kind="stock", model_dir=stock_dir),
         "a_ref": replace(base, path="sliding", tta=True, folder_run=False),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from nnunet_mtl.model.head import PooledFeatures
 from nnunet_mtl.model.multitask import MultitaskOutput, MultitaskUNet, PoolingEvidence, full_resolution
 
 
@@ -26,13 +27,13 @@ class EncoderTwiceUNet(nn.Module):
 
     def forward(self, x: torch.Tensor, reference_maps: torch.Tensor | None = None) -> MultitaskOutput:
         segmentation = self.multitask.unet(x)
-        bottleneck = self.multitask.unet.encoder(x)[-1]
-        return MultitaskOutput(segmentation, self.multitask.classify(x, bottleneck, segmentation, reference_maps))
+        features = self.multitask.head_features(self.multitask.unet.encoder(x))
+        return MultitaskOutput(segmentation, self.multitask.classify(x, features, segmentation, reference_maps))
 
     def evidence(self, x: torch.Tensor, spatial_weights: torch.Tensor | None = None) -> PoolingEvidence:
         segmentation = full_resolution(self.multitask.unet(x))
-        bottleneck = self.multitask.unet.encoder(x)[-1]
-        return self.multitask.pooling_evidence(bottleneck, segmentation, spatial_weights)
+        features = self.multitask.head_features(self.multitask.unet.encoder(x))
+        return self.multitask.pooling_evidence(features, segmentation, spatial_weights)
 
-    def classify_case(self, x: torch.Tensor, segmentation: torch.Tensor, pooled: torch.Tensor) -> torch.Tensor:
+    def classify_case(self, x: torch.Tensor, segmentation: torch.Tensor, pooled: PooledFeatures) -> torch.Tensor:
         return self.multitask.classify_case(x, segmentation, pooled)

@@ -10,17 +10,17 @@ Two paths, chosen by an estimate of the forward pass's peak memory against a bud
 * **sliding window** - nnU-Net's tiling (tile = patch size, step 0.5 by default) with its Gaussian
   weighting for the segmentation.
 
-The subtype logits come from ONE application of the head's MLP per case, on the bottleneck pooled over
-every pass of that case (tiles and flips) and on the intensity statistics of the whole stitched case::
+The subtype logits come from ONE application of the head's MLP per case, on the stage features pooled
+over every pass of that case (tiles and flips) and on the intensity statistics of the whole stitched case::
 
-      pooled = sum_t sum_v g_t(v) w_t(v) f_t(v) / sum_t sum_v g_t(v) w_t(v)
-      class_logits = MLP(LayerNorm(pooled), statistics(image, stitched segmentation))
+      pooled_s = sum_t sum_v g_t(v) w_t(v) f_ts(v) / sum_t sum_v g_t(v) w_t(v)     for each pooled stage s
+      class_logits = MLP(LayerNorm_s(pooled_s) for each s, statistics(image, stitched segmentation))
 
-where ``f_t`` are tile ``t``'s bottleneck features, ``w_t`` the probability of the structure the head
-pools over (the lesion by default, the whole pancreas for ``"foreground"``, 1 for ``"avg"``) predicted
-in that tile plus a small epsilon, and ``g_t(v)`` tile ``t``'s share of voxel ``v``: nnU-Net's Gaussian
-importance of the tile there divided by the sum over the tiles covering ``v`` (the same blending as the
-segmentation; 1 on the whole-volume path and for a single tile), all on the bottleneck grid. So every
+where ``f_ts`` are tile ``t``'s features of stage ``s``, ``w_t`` the pooling weight of the structure the
+head pools over (the predicted lesion where it reaches the head's threshold; the gland where the case's
+lesion is empty or tiny; 1 for ``"avg"``), and ``g_t(v)`` tile ``t``'s share of voxel ``v``: nnU-Net's
+Gaussian importance of the tile there divided by the sum over the tiles covering ``v`` (the same blending
+as the segmentation; 1 on the whole-volume path and for a single tile), all on the stage's grid. So every
 voxel of the case counts once, and a lesion split across tiles is pooled as one lesion, as in a single
 pass over the whole volume; averaging per-tile logits instead would classify fragments.
 
@@ -39,6 +39,7 @@ import torch
 from acvl_utils.cropping_and_padding.padding import pad_nd_image
 from nnunetv2.inference.sliding_window_prediction import compute_gaussian, compute_steps_for_sliding_window
 
+from nnunet_mtl.model.head import PooledFeatures, add_pooled
 from nnunet_mtl.model.multitask import MultitaskUNet
 
 # Peak memory of a whole-volume forward pass (fp32, no grad) = voxels x first-stage features x BYTES + a
@@ -73,18 +74,17 @@ def _mirror_combinations(mirror_axes: Sequence[int] | None) -> list[tuple[int, .
 
 
 class _CaseAccumulator:
-    """Sums of the pooling evidence of every pass of one case."""
+    """Sums of the pooled features of every pass of one case."""
 
     def __init__(self) -> None:
-        self.pooled_sum: torch.Tensor | None = None
-        self.pooled_weight: torch.Tensor | None = None
+        self.pooled: PooledFeatures | None = None
         self.passes = 0
 
     def evidence_with_mirroring(
         self, network: MultitaskUNet, x: torch.Tensor, mirror_axes, spatial_weights: torch.Tensor | None = None
     ) -> torch.Tensor:
         """Segmentation logits of ``x`` averaged over the flips (float32, on x's device); every flip's
-        pooling sums are added to the case's."""
+        pooled features are added to the case's."""
         combos = _mirror_combinations(mirror_axes)
         segmentation = None
         for axes in combos:
@@ -94,15 +94,13 @@ class _CaseAccumulator:
             evidence = network.evidence(torch.flip(x, axes) if axes else x, weights)
             seg = torch.flip(evidence.segmentation, axes) if axes else evidence.segmentation
             segmentation = seg.float() if segmentation is None else segmentation + seg.float()
-            total, weight = evidence.pooled_sum.float().cpu(), evidence.pooled_weight.float().cpu()
-            self.pooled_sum = total if self.pooled_sum is None else self.pooled_sum + total
-            self.pooled_weight = weight if self.pooled_weight is None else self.pooled_weight + weight
+            self.pooled = add_pooled(self.pooled, PooledFeatures(*(t.float().cpu() for t in evidence.pooled)))
         self.passes += len(combos)
         return segmentation / len(combos)
 
     def class_logits(self, network: MultitaskUNet, x: torch.Tensor, segmentation: torch.Tensor) -> torch.Tensor:
         device = next(network.parameters()).device
-        pooled = (self.pooled_sum / self.pooled_weight).to(device)
+        pooled = PooledFeatures(*(t.to(device) for t in self.pooled))
         return network.classify_case(x.to(device), segmentation.to(device), pooled)[0].float().cpu()
 
 

@@ -10,7 +10,6 @@ the rest.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -22,7 +21,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-from nnunet_mtl.config import InferenceConfig, Precision
+from nnunet_mtl.config import InferenceConfig
 from nnunet_mtl.console import Progress
 from nnunet_mtl.data.layout import Case
 from nnunet_mtl.data.subtype_csv import write_subtype_outputs
@@ -36,22 +35,10 @@ from nnunet_mtl.inference.forward import (
 )
 from nnunet_mtl.inference.model import LoadedModel
 from nnunet_mtl.io import remove_stale_temp_files, write_text_atomic
+from nnunet_mtl.precision import autocast, resolve_precision
 
 RECORDS_FOLDER = ".nnunet-mtl"  # per-case records inside the output folder, for resuming
 PathChoice = Literal["auto", "whole", "sliding"]
-
-
-def resolve_precision(precision: Precision, device: torch.device) -> str:
-    if precision != "auto":
-        return precision
-    return "fp16" if device.type == "cuda" else "fp32"
-
-
-def _autocast(precision: str, device: torch.device):
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
-    return torch.autocast(device.type, dtype=dtype)
 
 
 @dataclass(frozen=True)
@@ -146,7 +133,7 @@ class MultitaskPredictor:
                 manager.patch_size,
             )
         predictions = []
-        with _autocast(self.precision, self.device):
+        with autocast(self.precision, self.device):
             for network in self.model.networks:
                 if path == "whole":
                     predictions.append(

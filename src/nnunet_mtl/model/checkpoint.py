@@ -25,7 +25,7 @@ from nnunet_mtl.errors import InputError
 from nnunet_mtl.io import atomic_path
 from nnunet_mtl.model.multitask import SEGMENTATION_PREFIX
 
-FORMAT = "nnunet-mtl/1"
+FORMAT = "nnunet-mtl/2"  # 2: the head pools several encoder stages
 CHECKPOINT_FILES = {"best": "checkpoint_best.pth", "final": "checkpoint_final.pth", "latest": "checkpoint_latest.pth"}
 MODEL_FILES = ("plans.json", "dataset.json", "dataset_fingerprint.json")
 FORCE_WEIGHTS_ONLY = "TORCH_FORCE_WEIGHTS_ONLY_LOAD"
@@ -41,6 +41,7 @@ class MultitaskState:
     best_epoch: int | None
     dataset_name: str | None
     labels: dict | None  # dataset.json's labels, checked against the model folder at prediction
+    smoothed_metric: float | None = None  # the selection's moving average after the latest validation
 
     @classmethod
     def of(cls, checkpoint: Mapping) -> MultitaskState:

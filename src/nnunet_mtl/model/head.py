@@ -1,6 +1,9 @@
-"""Classification head on the encoder bottleneck."""
+"""Classification head on several encoder stages, pooled over the lesion or, where none is found, the gland."""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -8,25 +11,52 @@ from torch import nn
 from nnunet_mtl.config import HeadConfig
 
 NUM_INTENSITY_STATISTICS = 6  # per image channel, see intensity_statistics
+LESION, GLAND, UNIFORM = 0, 1, 2  # the pooling slots of PooledFeatures, in this order
 _EPS = 1e-3
 
 
+class PooledFeatures(NamedTuple):
+    """What the head pools from one pass, before its MLP; the passes (tiles, flips) of one case add up.
+
+    For each slot (the lesion, the whole gland, every voxel alike): the weighted sum of every pooled stage's
+    features, the sum of the weights on each stage's grid, and the slot's weight on the input grid (its
+    voxel count where the structure is predicted with certainty)."""
+
+    sums: torch.Tensor  # (batch, 3, channels of the pooled stages, concatenated)
+    masses: torch.Tensor  # (batch, 3, pooled stages)
+    voxels: torch.Tensor  # (batch, 3)
+
+
+def add_pooled(a: PooledFeatures | None, b: PooledFeatures) -> PooledFeatures:
+    return b if a is None else PooledFeatures(*(x + y for x, y in zip(a, b)))
+
+
+def resolve_stages(stages: Sequence[int] | None, num_stages: int) -> tuple[int, ...]:
+    """Encoder stage indices (negative counts from the bottleneck; None: every stage), shallow to deep."""
+    if stages is None:
+        return tuple(range(num_stages))
+    resolved = sorted({s % num_stages for s in stages if -num_stages <= s < num_stages})
+    if not resolved or len(resolved) != len({s % num_stages for s in stages}):
+        raise ValueError(f"head stages {tuple(stages)} do not fit an encoder of {num_stages} stages")
+    return tuple(resolved)
+
+
 def _resample(weights: torch.Tensor, shape) -> torch.Tensor:
-    return nn.functional.adaptive_avg_pool3d(weights.detach().float(), shape)
+    return nn.functional.adaptive_avg_pool3d(weights, shape)
 
 
 def intensity_statistics(image: torch.Tensor, lesion: torch.Tensor, whole: torch.Tensor) -> torch.Tensor:
-    """Image statistics inside the (soft) lesion and the rest of the gland, (batch, 6 * channels).
+    """Image statistics inside the lesion and the rest of the gland, (batch, 6 * channels).
 
     Mean and standard deviation of the intensity in the lesion and in the gland, their difference of
     means, and the log ratio of lesion to gland volume: what a radiologist reads off a CT to tell lesion
-    types apart. ``lesion`` and ``whole`` are probability (or mask) maps on the image grid.
+    types apart. ``lesion`` and ``whole`` are weight maps on the image grid (see ``ClassificationHead.weights``).
     """
     image = image.float()
     spatial = tuple(range(2, image.ndim))
-    gland = (whole.detach().float() - lesion.detach().float()).clamp_min(0)
+    gland = (whole - lesion).clamp_min(0)
     features, masses = [], []
-    for weights in (lesion.detach().float(), gland):
+    for weights in (lesion, gland):
         mass = weights.sum(spatial) + _EPS
         mean = (image * weights).sum(spatial) / mass
         variance = (((image - mean[(...,) + (None,) * len(spatial)]) ** 2) * weights).sum(spatial) / mass
@@ -37,63 +67,109 @@ def intensity_statistics(image: torch.Tensor, lesion: torch.Tensor, whole: torch
 
 
 class ClassificationHead(nn.Module):
-    """Global pooling -> LayerNorm -> MLP with dropout -> class logits.
+    """Pooling of several encoder stages -> a LayerNorm per stage -> MLP with dropout -> class logits.
 
-    With ``pooling="foreground"`` or ``"lesion"`` the bottleneck is averaged with weights from the
-    predicted probability of that structure (resampled to the bottleneck grid); the weights are detached,
-    so the classification loss never pushes the segmentation output around. Where nothing is predicted
-    the average falls back to uniform. With ``intensity_statistics`` the MLP also gets
-    :func:`intensity_statistics` of the input inside the predicted lesion and gland.
+    ``pooling="lesion"`` averages each stage's features over the predicted lesion, ``"foreground"`` over the
+    whole pancreas, ``"avg"`` over every voxel. The weights are the predicted probabilities where they reach
+    ``config.weight_threshold`` and 0 elsewhere (a low probability spread over a large volume would otherwise
+    outweigh a small lesion), detached, so the classification loss never pushes the segmentation around.
+    Where the lesion found is empty or smaller than ``config.lesion_fallback_share`` of the gland, the head
+    pools over the gland, and where no gland is found either, over every voxel. With
+    ``intensity_statistics`` the MLP also gets :func:`intensity_statistics` of the input.
     """
 
-    def __init__(self, in_channels: int, num_classes: int, config: HeadConfig, image_channels: int = 1):
+    def __init__(self, stage_channels: Sequence[int], num_classes: int, config: HeadConfig, image_channels: int = 1):
         super().__init__()
+        self.config = config
         self.pooling = config.pooling
+        self.stages = resolve_stages(config.stages, len(stage_channels))
         self.use_intensity_statistics = config.intensity_statistics
-        self.norm = nn.LayerNorm(in_channels)
+        self.stage_channels = [int(stage_channels[s]) for s in self.stages]
+        self.norms = nn.ModuleList(nn.LayerNorm(c) for c in self.stage_channels)
         layers: list[nn.Module] = []
-        width = in_channels + (NUM_INTENSITY_STATISTICS * image_channels if config.intensity_statistics else 0)
+        width = sum(self.stage_channels)
+        width += NUM_INTENSITY_STATISTICS * image_channels if config.intensity_statistics else 0
         for hidden in config.hidden:
             layers += [nn.Linear(width, hidden), nn.ReLU(inplace=True), nn.Dropout(config.dropout)]
             width = hidden
         layers.append(nn.Linear(width, num_classes))
         self.mlp = nn.Sequential(*layers)
 
+    @property
+    def needs_maps(self) -> bool:
+        return self.pooling != "avg" or self.use_intensity_statistics
+
+    def weights(self, maps: torch.Tensor) -> torch.Tensor:
+        """Pooling weights of the whole pancreas and the lesion, (batch, 2, *spatial), from their probability
+        (or reference) maps: the probability where it reaches the threshold, else 0."""
+        maps = maps.detach().float()
+        return maps * (maps >= self.config.weight_threshold)
+
     def pool(
         self,
-        bottleneck: torch.Tensor,
-        voxel_weights: torch.Tensor | None = None,
+        features: Sequence[torch.Tensor],
+        maps: torch.Tensor | None = None,
         spatial_weights: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Weighted sum of the bottleneck features, (batch, channels), and the sum of the weights,
-        (batch, 1); the pooled features are their ratio. Sums over several tiles or flips add up to the
-        pooling of the whole case. ``spatial_weights`` (on the input grid, e.g. a sliding-window tile's
-        share of each voxel) multiply the structure weights."""
-        spatial = tuple(range(2, bottleneck.ndim))
-        grid = bottleneck.shape[2:]
-        if self.pooling != "avg":
-            if voxel_weights is None:
-                raise ValueError(f"{self.pooling} pooling needs the predicted probability map")
-            weights = _resample(voxel_weights, grid) + _EPS  # uniform where nothing is predicted
-        else:
-            weights = torch.ones((bottleneck.shape[0], 1, *grid), dtype=torch.float32, device=bottleneck.device)
+    ) -> PooledFeatures:
+        """Pool ``features`` (the stages of ``self.stages``) of one pass. ``maps``: (batch, 2, *spatial) whole
+        pancreas and lesion on the input grid; ``spatial_weights`` (input grid, e.g. a sliding-window tile's
+        share of each voxel) multiply every slot's weights."""
+        reference = features[0]
+        batch, spatial_shape = reference.shape[0], None
+        if maps is not None:
+            slots = self.weights(maps)
+            spatial_shape = maps.shape[2:]
+        elif self.pooling != "avg":
+            raise ValueError(f"{self.pooling} pooling needs the predicted probability maps")
+        if spatial_shape is None:
+            spatial_shape = spatial_weights.shape[2:] if spatial_weights is not None else reference.shape[2:]
+        ones = torch.ones((batch, 1, *spatial_shape), dtype=torch.float32, device=reference.device)
+        if maps is None:
+            slots = torch.cat([ones, ones], 1)  # lesion and gland slots unused ("avg")
+        slots = torch.cat([slots[:, 1:2], slots[:, 0:1], ones], 1)  # lesion, gland, uniform
         if spatial_weights is not None:
-            weights = weights * _resample(spatial_weights, grid)
-        return (bottleneck * weights).sum(spatial), weights.sum(spatial)
+            slots = slots * spatial_weights.float()
+        sums, masses = [], []
+        with torch.autocast(reference.device.type, enabled=False):  # sums over many voxels: float32 only
+            for stage in features:
+                weights = _resample(slots, stage.shape[2:])
+                sums.append(torch.einsum("bc...,bk...->bkc", stage.float(), weights))
+                masses.append(weights.flatten(2).sum(2))
+        voxels = slots.flatten(2).sum(2)
+        return PooledFeatures(torch.cat(sums, 2), torch.stack(masses, 2), voxels)
 
-    def classify_pooled(self, pooled: torch.Tensor, statistics: torch.Tensor | None = None) -> torch.Tensor:
-        features = self.norm(pooled.float())
+    def slot(self, pooled: PooledFeatures) -> torch.Tensor:
+        """The slot each case is classified from, (batch,): the lesion, else the gland, else every voxel."""
+        voxels = pooled.voxels
+        gland_found = voxels[:, GLAND] > 0
+        slot = torch.where(gland_found, GLAND, UNIFORM)
+        if self.pooling == "lesion":
+            lesion_found = (voxels[:, LESION] > 0) & (
+                voxels[:, LESION] >= self.config.lesion_fallback_share * voxels[:, GLAND]
+            )
+            slot = torch.where(lesion_found, LESION, slot)
+        elif self.pooling == "avg":
+            slot = torch.full_like(slot, UNIFORM)
+        return slot
+
+    def classify(self, pooled: PooledFeatures, statistics: torch.Tensor | None = None) -> torch.Tensor:
+        """Class logits from the pooled features of whole cases (summed over their passes)."""
+        slot = self.slot(pooled)
+        rows = torch.arange(slot.shape[0], device=slot.device)
+        sums, masses = pooled.sums[rows, slot], pooled.masses[rows, slot].clamp_min(1e-12)
+        parts = torch.split(sums, self.stage_channels, dim=1)
+        features = [norm(part / masses[:, k : k + 1]) for k, (norm, part) in enumerate(zip(self.norms, parts))]
         if self.use_intensity_statistics:
             if statistics is None:
                 raise ValueError("the head was built with intensity statistics but got none")
-            features = torch.cat([features, statistics.float()], 1)
-        return self.mlp(features)
+            features.append(statistics.float())
+        return self.mlp(torch.cat(features, 1))
 
-    def forward(
-        self,
-        bottleneck: torch.Tensor,
-        voxel_weights: torch.Tensor | None = None,
-        statistics: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        total, mass = self.pool(bottleneck, voxel_weights)
-        return self.classify_pooled(total / mass, statistics)
+    def statistics(self, image: torch.Tensor, maps: torch.Tensor | None) -> torch.Tensor | None:
+        if not self.use_intensity_statistics:
+            return None
+        weights = self.weights(maps)
+        return intensity_statistics(image, weights[:, 1:], weights[:, :1])
+
+    def forward(self, features: Sequence[torch.Tensor], maps: torch.Tensor | None, image: torch.Tensor) -> torch.Tensor:
+        return self.classify(self.pool(features, maps), self.statistics(image, maps))

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from nnunet_mtl.config import HeadConfig, MultitaskConfig
-from nnunet_mtl.model.head import ClassificationHead, intensity_statistics
+from nnunet_mtl.model.head import ClassificationHead, PooledFeatures
 
 SEGMENTATION_PREFIX = "unet."
 
@@ -22,8 +22,7 @@ class PoolingEvidence(NamedTuple):
     """One forward pass, before the head's MLP: what tiles and flips of a case add up."""
 
     segmentation: torch.Tensor  # (batch, channels, *spatial) full-resolution logits
-    pooled_sum: torch.Tensor  # (batch, bottleneck channels): weighted sum of bottleneck features
-    pooled_weight: torch.Tensor  # (batch, 1): sum of the weights
+    pooled: PooledFeatures
 
 
 def full_resolution(segmentation: torch.Tensor | list[torch.Tensor]) -> torch.Tensor:
@@ -57,9 +56,9 @@ def reference_structure_maps(target: torch.Tensor, has_regions: bool, num_channe
 class MultitaskUNet(nn.Module):
     """Wraps any nnU-Net network that has ``encoder`` and ``decoder`` (PlainConvUNet, ResEnc U-Nets).
 
-    ``forward`` runs the encoder once; the decoder takes the skips and the head takes the bottleneck
-    (``skips[-1]``). ``detach_head_input=True`` stops the classification loss from reaching the encoder
-    (phase 1 of training). The segmentation network keeps its own parameter names under ``unet.``, so
+    ``forward`` runs the encoder once; the decoder takes the skips and the head takes the skips of its
+    stages (``HeadConfig.stages``). ``detach_head_input=True`` stops the classification loss from reaching the
+    encoder (phase 1 of training). The segmentation network keeps its own parameter names under ``unet.``, so
     ``model.checkpoint.segmentation_weights`` of its state dict loads straight into the stock network class.
     """
 
@@ -71,8 +70,7 @@ class MultitaskUNet(nn.Module):
             raise TypeError(f"{type(unet).__name__} has no encoder/decoder; cannot share its encoder")
         self.unet = unet
         self.has_regions = has_regions
-        bottleneck_channels = unet.encoder.output_channels[-1]
-        self.head = ClassificationHead(bottleneck_channels, num_classes, head, image_channels)
+        self.head = ClassificationHead(unet.encoder.output_channels, num_classes, head, image_channels)
 
     # nnU-Net toggles deep supervision through ``network.decoder.deep_supervision``
     @property
@@ -83,6 +81,9 @@ class MultitaskUNet(nn.Module):
     def decoder(self) -> nn.Module:
         return self.unet.decoder
 
+    def head_features(self, skips: list[torch.Tensor], detach: bool = False) -> list[torch.Tensor]:
+        return [skips[s].detach() if detach else skips[s] for s in self.head.stages]
+
     def forward(
         self, x: torch.Tensor, detach_head_input: bool = False, reference_maps: torch.Tensor | None = None
     ) -> MultitaskOutput:
@@ -90,54 +91,41 @@ class MultitaskUNet(nn.Module):
         the head pools over (training on the reference masks)."""
         skips = self.unet.encoder(x)
         segmentation = self.unet.decoder(skips)
-        bottleneck = skips[-1].detach() if detach_head_input else skips[-1]
-        return MultitaskOutput(segmentation, self.classify(x, bottleneck, segmentation, reference_maps))
+        features = self.head_features(skips, detach_head_input)
+        return MultitaskOutput(segmentation, self.classify(x, features, segmentation, reference_maps))
 
     def classify(
         self,
         x: torch.Tensor,
-        bottleneck: torch.Tensor,
+        features: list[torch.Tensor],
         segmentation: torch.Tensor | list[torch.Tensor],
         reference_maps: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Subtype logits from the bottleneck, pooled over the (reference or predicted) structure maps."""
+        """Subtype logits from the head's stage features, pooled over the (reference or predicted) maps."""
         maps = reference_maps
-        if maps is None and self._needs_maps():
+        if maps is None and self.head.needs_maps:
             maps = predicted_structure_maps(full_resolution(segmentation), self.has_regions)
-        return self.head(bottleneck, self._pooling_weights(maps), self._statistics(x, maps))
+        return self.head(features, maps, x)
 
     def evidence(self, x: torch.Tensor, spatial_weights: torch.Tensor | None = None) -> PoolingEvidence:
-        """One encoder pass: the segmentation and the head's pooling sums (see ``ClassificationHead.pool``),
+        """One encoder pass: the segmentation and the head's pooled features (``ClassificationHead.pool``),
         for inference that aggregates tiles or flips into one case-level classification."""
         skips = self.unet.encoder(x)
         segmentation = full_resolution(self.unet.decoder(skips))
-        return self.pooling_evidence(skips[-1], segmentation, spatial_weights)
+        return self.pooling_evidence(self.head_features(skips), segmentation, spatial_weights)
 
     def pooling_evidence(
-        self, bottleneck: torch.Tensor, segmentation: torch.Tensor, spatial_weights: torch.Tensor | None = None
+        self, features: list[torch.Tensor], segmentation: torch.Tensor, spatial_weights: torch.Tensor | None = None
     ) -> PoolingEvidence:
         maps = predicted_structure_maps(segmentation, self.has_regions) if self.head.pooling != "avg" else None
-        total, weight = self.head.pool(bottleneck, self._pooling_weights(maps), spatial_weights)
-        return PoolingEvidence(segmentation, total, weight)
+        return PoolingEvidence(segmentation, self.head.pool(features, maps, spatial_weights))
 
-    def classify_case(self, x: torch.Tensor, segmentation: torch.Tensor, pooled: torch.Tensor) -> torch.Tensor:
-        """The head's MLP on a case's pooled features, with the intensity statistics of the whole case
-        (image ``x`` and its stitched segmentation logits)."""
-        maps = predicted_structure_maps(segmentation, self.has_regions) if self.head.use_intensity_statistics else None
-        return self.head.classify_pooled(pooled, self._statistics(x, maps))
-
-    def _needs_maps(self) -> bool:
-        return self.head.pooling != "avg" or self.head.use_intensity_statistics
-
-    def _pooling_weights(self, maps: torch.Tensor | None) -> torch.Tensor | None:
-        if maps is None:
-            return None
-        return {"avg": None, "foreground": maps[:, :1], "lesion": maps[:, 1:]}[self.head.pooling]
-
-    def _statistics(self, x: torch.Tensor, maps: torch.Tensor | None) -> torch.Tensor | None:
-        if not self.head.use_intensity_statistics:
-            return None
-        return intensity_statistics(x, maps[:, 1:], maps[:, :1])
+    def classify_case(self, x: torch.Tensor, segmentation: torch.Tensor, pooled: PooledFeatures) -> torch.Tensor:
+        """The head's MLP on a case's pooled features (summed over its passes), with the intensity statistics
+        of the whole case (image ``x`` and its stitched segmentation logits)."""
+        needs = self.head.use_intensity_statistics
+        maps = predicted_structure_maps(segmentation, self.has_regions) if needs else None
+        return self.head.classify(pooled, self.head.statistics(x, maps))
 
 
 def build_multitask_network(

@@ -1,18 +1,17 @@
-"""nnU-Net planning and preprocessing for a prepared dataset, and the reduced ``tiny`` plan for CPUs.
+"""nnU-Net planning and preprocessing for a prepared dataset.
 
-The tiny plan is a real nnU-Net plans file (``nnUNetMTLTinyPlans.json`` next to ``nnUNetPlans.json``):
-nnU-Net's own 3d_fullres configuration with a smaller patch, 4 stages of 16-128 features and batch size
-2. It reuses the default plan's preprocessed data (same spacing and normalisation), so
-``nnUNetv2_train DATASET 3d_fullres 0 -tr nnUNetTrainerMultitaskTiny -p nnUNetMTLTinyPlans`` works too.
+``default`` and ``resenc-m`` use nnU-Net's own planners (``nnUNetPlans``, ``nnUNetResEncUNetMPlans``); ``tiny``
+uses nnU-Net's planner under a CPU budget (training/cpu_plan.py), a real plans file ``nnUNetMTLTinyPlans.json``
+with data of its own, so ``nnUNetv2_train DATASET 3d_fullres 0 -tr nnUNetTrainerMultitaskTiny -p
+nnUNetMTLTinyPlans`` works too.
 """
 
 from __future__ import annotations
 
-import copy
 import json
+import shutil
 from pathlib import Path
 
-import numpy as np
 from batchgenerators.utilities.file_and_folder_operations import load_json
 
 from nnunet_mtl.config import PRESETS
@@ -20,36 +19,9 @@ from nnunet_mtl.data.prepare import SPLITS_FILE, SUBTYPES_FILE, sync_preprocesse
 from nnunet_mtl.errors import InputError
 from nnunet_mtl.io import check_writable_dir, write_text_atomic
 from nnunet_mtl.paths import CONFIGURATION, dataset_name_for, ensure_nnunet_env
+from nnunet_mtl.training.cpu_plan import describe, made_with, plan_for_cpu
 
-TINY_PLANS = "nnUNetMTLTinyPlans"
-TINY_PATCH = (32, 48, 48)
-TINY_FEATURES = (16, 32, 64, 128)
-TINY_BATCH_SIZE = 2
 DEFAULT_NUM_FOLDS = 5  # nnU-Net's own split where a dataset has no splits_final.json
-PLANNERS = {"nnUNetPlans": "ExperimentPlanner", "nnUNetResEncUNetMPlans": "nnUNetPlannerResEncM"}
-
-
-def tiny_plans(default_plans: dict) -> dict:
-    """The reduced CPU plan derived from nnU-Net's default 3d_fullres plan."""
-    plans = copy.deepcopy(default_plans)
-    plans["plans_name"] = TINY_PLANS
-    config = plans["configurations"][CONFIGURATION]
-    arch = config["architecture"]["arch_kwargs"]
-    stages = len(TINY_FEATURES)
-    arch["n_stages"] = stages
-    arch["features_per_stage"] = list(TINY_FEATURES)
-    arch["kernel_sizes"] = arch["kernel_sizes"][:stages]
-    arch["strides"] = arch["strides"][:stages]
-    arch["n_conv_per_stage"] = arch["n_conv_per_stage"][:stages]
-    arch["n_conv_per_stage_decoder"] = arch["n_conv_per_stage_decoder"][: stages - 1]
-    divisor = np.prod(np.array(arch["strides"]), axis=0)
-    patch = [int(max(d, min(p, t) // d * d)) for p, t, d in zip(config["patch_size"], TINY_PATCH, divisor)]
-    config["patch_size"] = patch
-    config["batch_size"] = TINY_BATCH_SIZE
-    # keep the default plan's preprocessed data: same spacing, normalisation and resampling
-    config["data_identifier"] = default_plans["configurations"][CONFIGURATION]["data_identifier"]
-    plans["configurations"] = {CONFIGURATION: config}
-    return plans
 
 
 def check_training_inputs(dataset_id: int, fold: int, num_gpus: int = 1, num_processes: int = 1) -> None:
@@ -102,21 +74,27 @@ def ensure_planned(dataset_id: int, preset: str, num_processes: int = 2, log=pri
     name = dataset_name_for(dataset_id)
     raw = Path(nnUNet_raw.get()) / name
     folder = Path(nnUNet_preprocessed.get()) / name
-    plans_identifier = PRESETS[preset].plans_identifier
-    base_identifier = "nnUNetPlans" if plans_identifier == TINY_PLANS else plans_identifier
+    chosen = PRESETS[preset]
+    plans_identifier = chosen.plans_identifier
+    plans_file = folder / f"{plans_identifier}.json"
     if not (folder / "dataset_fingerprint.json").is_file():
         log(f"nnU-Net: extracting the dataset fingerprint of {name}")
         extract_fingerprints([dataset_id], num_processes=num_processes, check_dataset_integrity=True)
-    if not (folder / f"{base_identifier}.json").is_file():
-        log(f"nnU-Net: planning {base_identifier} with {PLANNERS[base_identifier]}")
-        plan_experiments([dataset_id], PLANNERS[base_identifier])
-    base_plans = load_json(folder / f"{base_identifier}.json")
+    if chosen.planner == "cpu":
+        if not plans_file.is_file() or not made_with(load_json(plans_file), chosen.config.cpu_plan):
+            log(f"nnU-Net: planning {plans_identifier} with nnU-Net's planner under the CPU budget")
+            plans_file.unlink(missing_ok=True)  # nnU-Net's save_plans keeps configurations of an older file
+            plan_for_cpu(dataset_id, chosen.config.cpu_plan, plans_identifier)
+            shutil.rmtree(folder / load_json(plans_file)["configurations"][CONFIGURATION]["data_identifier"], True)
+        log(describe(load_json(plans_file)))
+    elif not plans_file.is_file():
+        log(f"nnU-Net: planning {plans_identifier} with {chosen.planner}")
+        plan_experiments([dataset_id], chosen.planner)
+    plans = load_json(plans_file)
     num_training = load_json(folder / "dataset.json")["numTraining"]
-    if not _preprocessed_complete(folder, base_plans, num_training):
-        log(f"nnU-Net: preprocessing {base_identifier} {CONFIGURATION}")
-        preprocess([dataset_id], base_identifier, [CONFIGURATION], [num_processes])
-    if plans_identifier == TINY_PLANS:
-        write_text_atomic(folder / f"{TINY_PLANS}.json", json.dumps(tiny_plans(base_plans), indent=4) + "\n")
+    if not _preprocessed_complete(folder, plans, num_training):
+        log(f"nnU-Net: preprocessing {plans_identifier} {CONFIGURATION}")
+        preprocess([dataset_id], plans_identifier, [CONFIGURATION], [num_processes])
     if raw.is_dir():
         _sync_multitask_files(raw, folder)
     elif not (folder / SUBTYPES_FILE).is_file():

@@ -15,16 +15,20 @@ class CheckpointSelection:
 
     config: SelectionConfig
     num_epochs: int
-    best_metric: float | None = None
+    best_metric: float | None = None  # the best smoothed metric
     best_epoch: int | None = None
+    smoothed: float | None = None  # the moving average after the latest validation
 
     def should_validate(self, epoch: int) -> bool:
         return (epoch + 1) % self.config.validate_every == 0 or epoch == self.num_epochs - 1
 
     def update(self, epoch: int, metric: float) -> bool:
-        """Record a validation's metric; True when it is a new best (by more than ``min_delta``)."""
-        if self.best_metric is None or metric > self.best_metric + self.config.min_delta:
-            self.best_metric, self.best_epoch = metric, epoch
+        """Record a validation's metric; True when its smoothed value (``config.smoothing``: an exponential
+        moving average over the validations) is a new best by more than ``min_delta``."""
+        weight = self.config.smoothing
+        self.smoothed = metric if self.smoothed is None else weight * self.smoothed + (1 - weight) * metric
+        if self.best_metric is None or self.smoothed > self.best_metric + self.config.min_delta:
+            self.best_metric, self.best_epoch = self.smoothed, epoch
             return True
         return False
 
@@ -33,3 +37,11 @@ class CheckpointSelection:
 
     def should_stop(self, epoch: int) -> bool:
         return self.epochs_without_improvement(epoch) >= self.config.patience
+
+
+def epochs_within_budget(durations: list[float], budget_seconds: float, max_epochs: int, validated: bool) -> int:
+    """How many epochs fit the budget, by the mean duration of those run so far (``durations``). Never fewer
+    than those run, nor than one more where the last one was not validated: the final epoch is validated."""
+    done = len(durations)
+    fitting = int(budget_seconds // (sum(durations) / done)) if durations else max_epochs
+    return min(max_epochs, max(fitting, done if validated else done + 1))

@@ -17,8 +17,6 @@ import numpy as np
 import torch
 from nnunetv2.training.loss.dice import get_tp_fp_fn_tn
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
-from nnunetv2.utilities.helpers import dummy_context
-from torch import autocast
 from torch._dynamo import OptimizedModule
 from torch.nn.parallel import DistributedDataParallel
 
@@ -33,11 +31,12 @@ from nnunet_mtl.model.checkpoint import (
     training_checkpoint,
 )
 from nnunet_mtl.model.multitask import MultitaskUNet, build_multitask_network, reference_structure_maps
+from nnunet_mtl.precision import autocast, resolve_precision
 from nnunet_mtl.training.augmentation import initial_patch_size, training_transforms
 from nnunet_mtl.training.distributed import gather_objects, inverse_frequency_weights, weighted_cross_entropy
 from nnunet_mtl.training.optimizer import build_optimizer
 from nnunet_mtl.training.progress import NAN, MultitaskLocalLogger
-from nnunet_mtl.training.selection import CheckpointSelection
+from nnunet_mtl.training.selection import CheckpointSelection, epochs_within_budget
 from nnunet_mtl.training.subtypes import SubtypeMap
 from nnunet_mtl.training.tracking import TensorBoardLogger
 from nnunet_mtl.training.validation import (
@@ -74,6 +73,7 @@ class nnUNetTrainerMultitask(nnUNetTrainer):
             self.logger.loggers.append(self.tensorboard)
         self.class_weights: torch.Tensor | None = None
         self.selection = CheckpointSelection(self.mtl_config.selection, self.num_epochs)
+        self.precision = resolve_precision(schedule.precision, self.device)
         self._subtypes: SubtypeMap | None = None
         self._validation_keys: list[str] | None = None
 
@@ -178,7 +178,7 @@ class nnUNetTrainerMultitask(nnUNetTrainer):
         )
         subtype = self.subtype_targets(batch["keys"]).to(self.device)
         maps = self.reference_maps(target) if train else None
-        with autocast(self.device.type, enabled=True) if self.device.type == "cuda" else dummy_context():
+        with autocast(self.precision, self.device):
             output = self.network(data, detach_head_input=train and self.phase() == 1, reference_maps=maps)
             seg_loss = self.loss(output.segmentation, target)
             cls_loss = weighted_cross_entropy(output.class_logits, subtype, self.class_weights)
@@ -341,15 +341,32 @@ class nnUNetTrainerMultitask(nnUNetTrainer):
             log.log(key, value, epoch)
         # saved after this epoch's metrics are logged: a run resumed from checkpoint_best finds the epoch complete
         if metrics is not None and self.selection.update(epoch, metrics.combined):
-            self.print_to_log_file(f"new best combined metric {metrics.combined:.4f}: saving checkpoint_best")
+            smoothed = "" if self.mtl_config.selection.smoothing == 0 else " (moving average)"
+            self.print_to_log_file(
+                f"new best combined metric {self.selection.best_metric:.4f}{smoothed}: saving checkpoint_best"
+            )
             self.save_checkpoint(os.path.join(self.output_folder, CHECKPOINT_FILES["best"]))
         duration = log.get_value("epoch_end_timestamps", -1) - log.get_value("epoch_start_timestamps", -1)
         self.print_to_log_file(f"Epoch time: {duration:.2f} s")
+        if self.mtl_config.schedule.time_budget_minutes is not None:
+            self._fit_schedule_to_budget(validated=metrics is not None)
         if (epoch + 1) % self.save_every == 0 and epoch != self.num_epochs - 1:
             self.save_checkpoint(os.path.join(self.output_folder, CHECKPOINT_FILES["latest"]))
         if self.local_rank == 0 and self.selection.should_validate(epoch):  # plotting every epoch costs ~1 s on a CPU
             log.plot_progress_png(self.output_folder)
         self.current_epoch += 1
+
+    def _fit_schedule_to_budget(self, validated: bool) -> None:
+        """Size num_epochs (and with it the poly decay and the last validation) to the time budget, from the
+        epochs' measured durations so far."""
+        starts, ends = (self.logger.get_value(key, None) for key in ("epoch_start_timestamps", "epoch_end_timestamps"))
+        durations = [end - start for start, end in zip(starts, ends)]
+        schedule = self.mtl_config.schedule
+        epochs = epochs_within_budget(durations, schedule.time_budget_minutes * 60, schedule.num_epochs, validated)
+        if epochs != self.num_epochs:
+            if abs(epochs - self.num_epochs) > 1 or self.current_epoch < 2:
+                self.print_to_log_file(f"time budget {schedule.time_budget_minutes:g} min: {epochs} epochs")
+            self.num_epochs = self.selection.num_epochs = self.lr_scheduler.max_steps = epochs
 
     def run_training(self):
         self.on_train_start()
@@ -408,6 +425,7 @@ class nnUNetTrainerMultitask(nnUNetTrainer):
             class_weights=None if self.class_weights is None else self.class_weights.tolist(),
             best_metric=self.selection.best_metric,
             best_epoch=self.selection.best_epoch,
+            smoothed_metric=self.selection.smoothed,
             dataset_name=self.plans_manager.dataset_name,
             labels=self.dataset_json["labels"],
         )
@@ -447,6 +465,7 @@ class nnUNetTrainerMultitask(nnUNetTrainer):
         weights = state.class_weights
         self.class_weights = None if weights is None else torch.tensor(weights, dtype=torch.float32)
         self.selection.best_metric, self.selection.best_epoch = state.best_metric, state.best_epoch
+        self.selection.smoothed = state.smoothed_metric
 
 
 class nnUNetTrainerMultitaskTiny(nnUNetTrainerMultitask):

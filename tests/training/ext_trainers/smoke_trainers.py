@@ -31,6 +31,16 @@ class nnUNetTrainerMultitaskStopEarly(nnUNetTrainerMultitask):
 
 
 ONE_EPOCH = replace(SMOKE, schedule=replace(SMOKE.schedule, num_epochs=1))
+# at most 60 epochs, but a 12-second budget: the schedule is sized to the epochs that fit
+BUDGET = replace(
+    SMOKE,
+    schedule=replace(SMOKE.schedule, num_epochs=60, time_budget_minutes=0.2),
+    selection=replace(SMOKE.selection, validate_every=3),
+)
+
+
+class nnUNetTrainerMultitaskBudget(nnUNetTrainerMultitask):
+    mtl_config = BUDGET
 
 
 class nnUNetTrainerMultitaskOneEpoch(nnUNetTrainerMultitask):
