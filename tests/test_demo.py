@@ -13,6 +13,7 @@ LOG = """\
 subtype macro F1 0.3333, combined 0.4000
 2026-11-29 14:45:21.100001: new best combined metric 0.4000: saving checkpoint_best
 2026-11-29 14:45:21.026033: Epoch time: 11.61 s
+2026-11-29 14:45:21.100002: time budget 7.5 min: 38 epochs
 2026-11-29 14:45:21.200000: Epoch 4
 2026-11-29 14:45:21.200001: phase 2: joint training, classification loss reaches the encoder
 2026-11-29 14:45:30.000000: train_loss -0.1 (segmentation -0.2 classification 0.9 )
@@ -29,7 +30,7 @@ def test_epoch_lines_condense_to_one_line_per_epoch():
         "  epoch   4/40  loss seg -0.164 cls 1.088   11.6 s  | validation: Dice whole 0.8123, lesion 0.1000, "
         "subtype macro F1 0.3333, combined 0.4000  (new best)",
         "  phase 2: joint training, classification loss reaches the encoder",
-        "  epoch   5/40  loss seg -0.200 cls 0.900    8.8 s",
+        "  epoch   5/38  loss seg -0.200 cls 0.900    8.8 s",  # the budget sized the schedule
     ]
 
 

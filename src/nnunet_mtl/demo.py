@@ -28,6 +28,7 @@ _EPOCH = re.compile(r"^Epoch (\d+)\s*$")
 _TRAIN_LOSS = re.compile(r"^train_loss \S+ \(segmentation (\S+) classification (\S+) \)")
 _VALIDATION = re.compile(r"^whole-volume validation .*: (Dice whole .*)$")
 _EPOCH_TIME = re.compile(r"^Epoch time: (\S+) s")
+_BUDGET = re.compile(r"^time budget \S+ min: (\d+) epochs")
 
 
 class EpochCondenser:
@@ -51,12 +52,17 @@ class EpochCondenser:
             self.validation = match.group(1)
         elif line.startswith("new best combined metric"):
             self.best = True
+        elif match := _BUDGET.match(line):  # the time budget sizes the schedule as training goes
+            self.num_epochs = int(match.group(1))
         elif (match := _EPOCH_TIME.match(line)) and self.epoch is not None:
             text = f"  epoch {self.epoch + 1:>3}/{self.num_epochs}  {self.losses}  {float(match.group(1)):5.1f} s"
             if self.validation:
                 text += f"  | validation: {self.validation}{'  (new best)' if self.best else ''}"
             self.emit(text)
-        elif line.startswith(("phase 2:", "early stopping", "final validation", "Traceback")) or "Error" in line:
+        elif (
+            line.startswith(("phase 2:", "early stopping", "final validation", "CPU plan", "Traceback"))
+            or "Error" in line
+        ):
             self.emit(f"  {line}")
 
 

@@ -114,23 +114,18 @@ class ClassificationHead(nn.Module):
         """Pool ``features`` (the stages of ``self.stages``) of one pass. ``maps``: (batch, 2, *spatial) whole
         pancreas and lesion on the input grid; ``spatial_weights`` (input grid, e.g. a sliding-window tile's
         share of each voxel) multiply every slot's weights."""
-        reference = features[0]
-        batch, spatial_shape = reference.shape[0], None
-        if maps is not None:
-            slots = self.weights(maps)
-            spatial_shape = maps.shape[2:]
-        elif self.pooling != "avg":
-            raise ValueError(f"{self.pooling} pooling needs the predicted probability maps")
-        if spatial_shape is None:
-            spatial_shape = spatial_weights.shape[2:] if spatial_weights is not None else reference.shape[2:]
-        ones = torch.ones((batch, 1, *spatial_shape), dtype=torch.float32, device=reference.device)
         if maps is None:
-            slots = torch.cat([ones, ones], 1)  # lesion and gland slots unused ("avg")
-        slots = torch.cat([slots[:, 1:2], slots[:, 0:1], ones], 1)  # lesion, gland, uniform
+            if self.pooling != "avg":
+                raise ValueError(f"{self.pooling} pooling needs the predicted probability maps")
+            grid = (spatial_weights if spatial_weights is not None else features[0]).shape[2:]
+            structures = torch.zeros((features[0].shape[0], 2, *grid), device=features[0].device)  # unused
+        else:
+            structures = self.weights(maps)
+        slots = torch.cat([structures[:, 1:2], structures[:, :1], torch.ones_like(structures[:, :1])], 1)
         if spatial_weights is not None:
             slots = slots * spatial_weights.float()
         sums, masses = [], []
-        with torch.autocast(reference.device.type, enabled=False):  # sums over many voxels: float32 only
+        with torch.autocast(slots.device.type, enabled=False):  # sums over many voxels: float32 only
             for stage in features:
                 weights = _resample(slots, stage.shape[2:])
                 sums.append(torch.einsum("bc...,bk...->bkc", stage.float(), weights))
@@ -141,15 +136,13 @@ class ClassificationHead(nn.Module):
     def slot(self, pooled: PooledFeatures) -> torch.Tensor:
         """The slot each case is classified from, (batch,): the lesion, else the gland, else every voxel."""
         voxels = pooled.voxels
-        gland_found = voxels[:, GLAND] > 0
-        slot = torch.where(gland_found, GLAND, UNIFORM)
+        if self.pooling == "avg":
+            return torch.full_like(voxels[:, 0], UNIFORM, dtype=torch.long)
+        slot = torch.where(voxels[:, GLAND] > 0, GLAND, UNIFORM)
         if self.pooling == "lesion":
-            lesion_found = (voxels[:, LESION] > 0) & (
-                voxels[:, LESION] >= self.config.lesion_fallback_share * voxels[:, GLAND]
-            )
-            slot = torch.where(lesion_found, LESION, slot)
-        elif self.pooling == "avg":
-            slot = torch.full_like(slot, UNIFORM)
+            share = self.config.lesion_fallback_share
+            found = (voxels[:, LESION] > 0) & (voxels[:, LESION] >= share * voxels[:, GLAND])
+            slot = torch.where(found, LESION, slot)
         return slot
 
     def classify(self, pooled: PooledFeatures, statistics: torch.Tensor | None = None) -> torch.Tensor:
