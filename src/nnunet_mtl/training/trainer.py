@@ -218,9 +218,9 @@ class nnUNetTrainerMultitask(nnUNetTrainer):
             torch.nn.utils.clip_grad_norm_(self.network.parameters(), clip)
             self.optimizer.step()
         return {
-            "loss": step["total"].detach().cpu().numpy(),
-            "seg_loss": step["seg_loss"].detach().cpu().numpy(),
-            "cls_loss": step["cls_loss"].detach().cpu().numpy(),
+            "loss": step["total"].detach().float().cpu().numpy(),
+            "seg_loss": step["seg_loss"].detach().float().cpu().numpy(),
+            "cls_loss": step["cls_loss"].detach().float().cpu().numpy(),
         }
 
     def _rescale_head_gradient(self) -> None:
@@ -254,8 +254,8 @@ class nnUNetTrainerMultitask(nnUNetTrainer):
         tp, fp, fn, _ = get_tp_fp_fn_tn(predicted, target, axes=axes)
         start = 0 if self.label_manager.has_regions else 1
         return {
-            "loss": step["seg_loss"].detach().cpu().numpy(),
-            "cls_loss": step["cls_loss"].detach().cpu().numpy(),
+            "loss": step["seg_loss"].detach().float().cpu().numpy(),
+            "cls_loss": step["cls_loss"].detach().float().cpu().numpy(),
             "tp_hard": tp.detach().cpu().numpy()[start:],
             "fp_hard": fp.detach().cpu().numpy()[start:],
             "fn_hard": fn.detach().cpu().numpy()[start:],
