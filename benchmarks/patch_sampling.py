@@ -1,6 +1,7 @@
 """How often the training patches of a preset contain lesion: nnU-Net's sampling with region labels.
 
-    python benchmarks/patch_sampling.py PHANTOM [--preset tiny] [--batches 100] [--code SRC]
+    python benchmarks/patch_sampling.py PHANTOM [--preset tiny] [--batches 100] [--work NNUNET_FOLDERS]
+    PYTHONPATH=OTHER_CHECKOUT/src python benchmarks/patch_sampling.py ...   # another version's trainer and plan
 
 Prepares and plans PHANTOM in a scratch nnU-Net folder (or reuses one with --work), builds the preset's
 trainer and draws batches from its training loader (nnU-Net's loader and augmentation, in this process). A

@@ -4,7 +4,9 @@ Three trainers on the same plan and the same batch, steps interleaved so machine
 
 * ``plain``     - stock ``nnUNetTrainer`` (segmentation only);
 * ``multitask`` - ``nnUNetTrainerMultitask`` (one encoder pass, classification head on the bottleneck);
-* ``seed``      - the seed's forward for reference: the full network, then the encoder AGAIN for the head.
+* ``seed``      - the seed's forward for reference: the full network, then the encoder AGAIN for the head;
+* ``multitask-fp32`` - where the multitask trainer's precision (``auto``: bf16 on a CPU with bf16 units, fp16
+  on CUDA) is not fp32, the same trainer in fp32, for the precision choice measured in the same run.
 
 Reports the median seconds per step, the ratio to ``plain`` and the memory a step needs: the bytes of
 tensors saved for backward (exact, any device) and, on CUDA, the peak allocated memory.
@@ -67,22 +69,30 @@ def build_trainers(name: str, plans_identifier: str, device: torch.device):
         trainer.initialize()
         return trainer
 
-    plain, multitask = make(nnUNetTrainer), make(nnUNetTrainerMultitask)
-    multitask.class_weights = multitask.compute_class_weights()
-    multitask.current_epoch = multitask.mtl_config.loss.phase1_epochs  # joint phase: the full cost
-    return plain, multitask
+    def make_multitask(precision: str | None = None):
+        trainer = make(nnUNetTrainerMultitask)
+        trainer.class_weights = trainer.compute_class_weights()
+        trainer.current_epoch = trainer.mtl_config.loss.phase1_epochs  # joint phase: the full cost
+        if precision is not None:
+            trainer.precision = precision
+        return trainer
+
+    plain, multitask = make(nnUNetTrainer), make_multitask()
+    fp32 = make_multitask("fp32") if multitask.precision != "fp32" else None
+    return plain, multitask, fp32
 
 
 def seed_style_step(trainer, batch):
     """The seed's forward: full network, then the encoder again for the classification head."""
     from nnunet_mtl.benchmark.seed_network import EncoderTwiceUNet
+    from nnunet_mtl.precision import autocast
 
     network = EncoderTwiceUNet(trainer.multitask_network)
     data = batch["data"].to(trainer.device)
     target = [t.to(trainer.device) for t in batch["target"]]
     subtype = trainer.subtype_targets(batch["keys"]).to(trainer.device)
     trainer.optimizer.zero_grad(set_to_none=True)
-    with torch.autocast(trainer.device.type) if trainer.device.type == "cuda" else torch.autocast("cpu", enabled=False):
+    with autocast(trainer.precision, trainer.device):  # the multitask trainer's precision
         # the same head inputs as the multitask trainer's (pooling on the reference masks)
         output = network(data, reference_maps=trainer.reference_maps(target))
         loss = trainer.loss(output.segmentation, target) + 0.1 * torch.nn.functional.cross_entropy(
@@ -104,7 +114,7 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(prefix="nnunet-mtl-bench-") as tmp:
         name, plans_identifier = make_dataset(Path(tmp), args.plans)
         os.environ.setdefault("nnUNet_n_proc_DA", "0")  # one batch, no augmentation workers needed
-        plain, multitask = build_trainers(name, plans_identifier, device)
+        plain, multitask, fp32 = build_trainers(name, plans_identifier, device)
         loader, _ = multitask.get_dataloaders()
         batch = next(loader)
         steps = {
@@ -112,6 +122,8 @@ def main(argv=None) -> int:
             "multitask": lambda: multitask.train_step(batch),
             "seed": lambda: seed_style_step(multitask, batch),
         }
+        if fp32 is not None:
+            steps["multitask-fp32"] = lambda: fp32.train_step(batch)
         memory = {k: saved_tensor_bytes(step) for k, step in steps.items()}
         cuda_peak = {}
         times = {k: [] for k in steps}
@@ -142,6 +154,7 @@ def main(argv=None) -> int:
         "features_per_stage": config.network_arch_init_kwargs["features_per_stage"],
         "device": str(device),
         "threads": torch.get_num_threads(),
+        "multitask_precision": multitask.precision,
         "steps": args.steps,
         "trainers": {
             k: {
@@ -155,7 +168,8 @@ def main(argv=None) -> int:
     }
     lines = [
         f"Training step, {args.plans} plan (patch {result['patch_size']}, batch {result['batch_size']}, "
-        f"features {result['features_per_stage']}), {device}, {result['threads']} threads, median of {args.steps}",
+        f"features {result['features_per_stage']}), {device}, {result['threads']} threads, median of {args.steps}; "
+        f"multitask in {multitask.precision}",
         "",
         "| trainer | s/step | ratio to plain | saved activations (MiB) |" + (" CUDA peak (MiB) |" if cuda_peak else ""),
         "|---|---|---|---|" + ("---|" if cuda_peak else ""),

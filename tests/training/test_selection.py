@@ -52,7 +52,7 @@ def test_smoothing_selects_on_the_moving_average():
 
 
 def test_epochs_within_budget_follow_the_measured_epoch_time():
-    assert epochs_within_budget([10.0, 12.0], 110.0, 1000, validated=True) == 10  # 110 s / 11 s
-    assert epochs_within_budget([10.0, 12.0], 110.0, 8, validated=True) == 8  # never above the upper bound
-    assert epochs_within_budget([60.0] * 3, 100.0, 1000, validated=True) == 3  # over budget: stop now
-    assert epochs_within_budget([60.0] * 3, 100.0, 1000, validated=False) == 4  # ... after a validated epoch
+    assert epochs_within_budget(22.0, 2, 110.0, 1000, validated=True) == 10  # 110 s / 11 s per epoch
+    assert epochs_within_budget(22.0, 2, 110.0, 8, validated=True) == 8  # never above the upper bound
+    assert epochs_within_budget(180.0, 3, 100.0, 1000, validated=True) == 3  # over budget: stop now
+    assert epochs_within_budget(180.0, 3, 100.0, 1000, validated=False) == 4  # ... after a validated epoch

@@ -39,9 +39,11 @@ class CheckpointSelection:
         return self.epochs_without_improvement(epoch) >= self.config.patience
 
 
-def epochs_within_budget(durations: list[float], budget_seconds: float, max_epochs: int, validated: bool) -> int:
-    """How many epochs fit the budget, by the mean duration of those run so far (``durations``). Never fewer
-    than those run, nor than one more where the last one was not validated: the final epoch is validated."""
-    done = len(durations)
-    fitting = int(budget_seconds // (sum(durations) / done)) if durations else max_epochs
+def epochs_within_budget(
+    elapsed_seconds: float, done: int, budget_seconds: float, max_epochs: int, validated: bool
+) -> int:
+    """How many epochs fit the budget, by the wall time per epoch so far (``elapsed_seconds`` over the ``done``
+    epochs, their validations, checkpoints and plots included). Never fewer than those run, nor than one more
+    where the last one was not validated: the final epoch is validated."""
+    fitting = int(budget_seconds * done // elapsed_seconds) if done and elapsed_seconds > 0 else max_epochs
     return min(max_epochs, max(fitting, done if validated else done + 1))

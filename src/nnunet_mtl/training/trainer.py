@@ -358,11 +358,12 @@ class nnUNetTrainerMultitask(nnUNetTrainer):
 
     def _fit_schedule_to_budget(self, validated: bool) -> None:
         """Size num_epochs (and with it the poly decay and the last validation) to the time budget, from the
-        epochs' measured durations so far."""
-        starts, ends = (self.logger.get_value(key, None) for key in ("epoch_start_timestamps", "epoch_end_timestamps"))
-        durations = [end - start for start, end in zip(starts, ends)]
+        wall time since the first epoch began."""
+        starts = self.logger.get_value("epoch_start_timestamps", None)
         schedule = self.mtl_config.schedule
-        epochs = epochs_within_budget(durations, schedule.time_budget_minutes * 60, schedule.num_epochs, validated)
+        budget = schedule.time_budget_minutes * 60
+        # this epoch's checkpoint and plot come after this call: the next call's elapsed time holds them
+        epochs = epochs_within_budget(time() - starts[0], len(starts), budget, schedule.num_epochs, validated)
         if epochs != self.num_epochs:
             if abs(epochs - self.num_epochs) > 1 or self.current_epoch < 2:
                 self.print_to_log_file(f"time budget {schedule.time_budget_minutes:g} min: {epochs} epochs")
