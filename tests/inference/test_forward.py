@@ -1,9 +1,16 @@
 import pytest
 import torch
 
-from nnunet_mtl.config import HeadConfig
-from nnunet_mtl.inference.forward import divisibility, estimated_forward_bytes, predict_case
+from nnunet_mtl.config import HeadConfig, InferenceConfig
+from nnunet_mtl.inference.engine import InferenceEngine
+from nnunet_mtl.inference.forward import (
+    divisibility,
+    estimated_forward_bytes,
+    predict_sliding_window,
+    predict_whole_volume,
+)
 from nnunet_mtl.model.multitask import MultitaskUNet
+from tests.inference.test_engine import MANAGER
 from tests.model.test_multitask import STAGES, plain_unet
 
 PATCH = (16, 32, 32)
@@ -16,7 +23,9 @@ def network():
 
 
 def _predict(network, data, budget):
-    return predict_case(network, data, PATCH, STAGES["strides"], STAGES["features_per_stage"][0], budget)
+    """The engine's path choice under a memory budget in bytes."""
+    config = InferenceConfig(memory_budget_gb=budget / 2**30, precision="fp32")
+    return InferenceEngine([network], MANAGER, "cpu", config).forward(data)
 
 
 def test_divisibility_is_the_product_of_strides_per_axis():
@@ -44,7 +53,7 @@ def test_volume_over_the_budget_takes_the_sliding_window(network):
 
 def test_mirroring_averages_eight_passes(network):
     data = torch.randn(1, 16, 32, 32)
-    result = predict_case(network, data, PATCH, STAGES["strides"], 8, 1e12, mirror_axes=(0, 1, 2))
+    result = predict_whole_volume(network, data, STAGES["strides"], (0, 1, 2), PATCH)
     assert result.num_forward_passes == 8
 
 
@@ -94,7 +103,7 @@ def test_padding_is_to_the_divisibility_and_cropping_is_exact(shape):
 def test_sliding_window_tiles_cover_the_volume_exactly_once_in_the_average():
     network = IdentityNetwork()
     data = torch.randn(1, 20, 40, 45)
-    result = predict_case(network, data, PATCH, STAGES["strides"], 8, 0.0)
+    result = predict_sliding_window(network, data, PATCH)
     assert result.path == "sliding" and len(network.seen_shapes) == result.num_forward_passes > 1
     assert set(network.seen_shapes) == {PATCH}
     torch.testing.assert_close(result.segmentation_logits[0], data[0])
@@ -113,7 +122,7 @@ def test_sliding_window_equals_stock_nnunet_sliding_window(network):
     stock.list_of_parameters = [network.unet.state_dict()]
     stock.label_manager = type("Labels", (), {"num_segmentation_heads": 2})()
     expected = stock.predict_sliding_window_return_logits(data)
-    ours = predict_case(network, data, PATCH, STAGES["strides"], 8, 0.0, mirror_axes=(0, 1, 2))
+    ours = predict_sliding_window(network, data, PATCH, mirror_axes=(0, 1, 2))
     assert ours.num_forward_passes == 8 * len(stock._internal_get_sliding_window_slicers(data.shape[1:]))
     # Stock nnU-Net accumulates the tiles in float16, which is imprecise only where the Gaussian weights are
     # tiny (the volume's rim); our float32 sums agree with it inside and on the sign (the mask) everywhere.
@@ -125,7 +134,7 @@ def test_sliding_window_equals_stock_nnunet_sliding_window(network):
 def test_sliding_window_classifies_the_case_once_from_all_tiles_pooling_sums():
     network = IdentityNetwork()
     data = torch.randn(1, 20, 40, 45)
-    result = predict_case(network, data, PATCH, STAGES["strides"], 8, 0.0, mirror_axes=(2,))
+    result = predict_sliding_window(network, data, PATCH, mirror_axes=(2,))
     assert result.path == "sliding" and len(network.evidence_sums) == result.num_forward_passes > 2
     ((image_shape, segmentation_shape, pooled),) = network.classified  # the head's MLP runs once per case
     assert image_shape[2:] == segmentation_shape[2:] == (20, 40, 45)  # the whole case, stitched

@@ -103,7 +103,7 @@ def test_several_members_average_both_outputs(model_dir, small_phantom):
     averaged = predictor.forward(pre.data)
     singles = []
     for network in both.networks:
-        predictor.model.networks = [network]
+        predictor.engine.networks = [network]
         singles.append(predictor.forward(pre.data))
     torch.testing.assert_close(averaged.class_logits, (singles[0].class_logits + singles[1].class_logits) / 2)
     torch.testing.assert_close(

@@ -1,6 +1,6 @@
 """Segmentation logits and subtype logits for one preprocessed case.
 
-Two paths, chosen by an estimate of the forward pass's peak memory against a budget:
+Two paths, of which ``inference/engine.py`` chooses one per case by an estimate of its peak memory:
 
 * **whole volume** - pad each axis to the network's divisibility (the product of its pooling strides on
   that axis), and at least to the patch size, run ONE forward pass, crop back. The subtype logits are
@@ -180,19 +180,3 @@ def choose_path(
     """ "whole" when the padded volume's estimated forward memory fits ``budget_bytes``, else "sliding"."""
     padded = whole_volume_shape(spatial_shape, strides, patch_size)
     return "whole" if estimated_forward_bytes(padded, first_stage_features) <= budget_bytes else "sliding"
-
-
-def predict_case(
-    network: MultitaskUNet,
-    data: torch.Tensor,
-    patch_size: Sequence[int],
-    strides: Sequence[Sequence[int]],
-    first_stage_features: int,
-    memory_budget_bytes: float,
-    tile_step_size: float = 0.5,
-    mirror_axes=None,
-) -> CasePrediction:
-    """Whole-volume forward when its estimated peak memory fits the budget, else sliding window."""
-    if choose_path(data.shape[1:], strides, first_stage_features, memory_budget_bytes, patch_size) == "whole":
-        return predict_whole_volume(network, data, strides, mirror_axes, patch_size)
-    return predict_sliding_window(network, data, patch_size, tile_step_size, mirror_axes)

@@ -16,7 +16,6 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import torch
@@ -25,20 +24,13 @@ from nnunet_mtl.config import InferenceConfig
 from nnunet_mtl.console import Progress
 from nnunet_mtl.data.layout import Case
 from nnunet_mtl.data.subtype_csv import write_subtype_outputs
-from nnunet_mtl.errors import InputError
 from nnunet_mtl.inference.cases import mask_file_name, read_image, segmentation_in_input_geometry, write_mask
-from nnunet_mtl.inference.forward import (
-    CasePrediction,
-    choose_path,
-    predict_sliding_window,
-    predict_whole_volume,
-)
+from nnunet_mtl.inference.engine import InferenceEngine, PathChoice
+from nnunet_mtl.inference.forward import CasePrediction
 from nnunet_mtl.inference.model import LoadedModel
 from nnunet_mtl.io import remove_stale_temp_files, write_text_atomic
-from nnunet_mtl.precision import autocast, resolve_precision
 
 RECORDS_FOLDER = ".nnunet-mtl"  # per-case records inside the output folder, for resuming
-PathChoice = Literal["auto", "whole", "sliding"]
 
 
 @dataclass(frozen=True)
@@ -71,17 +63,23 @@ class MultitaskPredictor:
         tta: bool = False,
         config: InferenceConfig | None = None,
         path: PathChoice = "auto",
+        warn: Callable[[str], None] | None = None,
     ):
         self.model = model
         self.device = torch.device(device)
-        self.config = config or InferenceConfig()
-        if not 0 < self.config.tile_step_size <= 1:
-            raise InputError(None, f"--tile-step-size must be in (0, 1], got {self.config.tile_step_size}")
-        if self.config.memory_budget_gb <= 0:
-            raise InputError(None, f"--memory-budget-gb must be > 0, got {self.config.memory_budget_gb}")
-        self.precision = resolve_precision(self.config.precision, self.device)
-        self.mirror_axes = (model.mirror_axes or ()) if tta else None
-        self.path = path
+        for network in model.networks:
+            network.to(self.device).eval()
+        self.engine = InferenceEngine(
+            model.networks,
+            model.configuration_manager,
+            self.device,
+            config,
+            (model.mirror_axes or ()) if tta else None,
+            path,
+            warn,
+        )
+        self.config = self.engine.config
+        self.precision = self.engine.precision
         self.preprocessor = model.configuration_manager.preprocessor_class(verbose=False)
         self.export_threads = max(1, torch.get_num_threads())
         self.settings = json.dumps(
@@ -95,18 +93,6 @@ class MultitaskPredictor:
             },
             sort_keys=True,
         )
-        for network in model.networks:
-            network.to(self.device).eval()
-
-    def budget_bytes(self) -> float:
-        """The memory budget in fp32 terms: half-precision activations take half the bytes, and on CUDA
-        the budget never exceeds 90% of the free device memory."""
-        budget = self.config.memory_budget_gb * 2**30
-        if self.device.type == "cuda":
-            free = torch.cuda.mem_get_info(self.device)[0]
-            cached = torch.cuda.memory_reserved(self.device) - torch.cuda.memory_allocated(self.device)
-            budget = min(budget, 0.9 * (free + cached))
-        return budget * (2 if self.precision in ("fp16", "bf16") else 1)
 
     # ------------------------------------------------------------------ the three stages
 
@@ -122,39 +108,7 @@ class MultitaskPredictor:
 
     def forward(self, data: torch.Tensor) -> CasePrediction:
         """Both outputs for one preprocessed case, averaged over the model's members (folds, checkpoints)."""
-        manager = self.model.configuration_manager
-        path = self.path
-        if path == "auto":
-            path = choose_path(
-                data.shape[1:],
-                manager.pool_op_kernel_sizes,
-                self.model.first_stage_features,
-                self.budget_bytes(),
-                manager.patch_size,
-            )
-        predictions = []
-        with autocast(self.precision, self.device):
-            for network in self.model.networks:
-                if path == "whole":
-                    predictions.append(
-                        predict_whole_volume(
-                            network, data, manager.pool_op_kernel_sizes, self.mirror_axes, manager.patch_size
-                        )
-                    )
-                else:
-                    predictions.append(
-                        predict_sliding_window(
-                            network, data, manager.patch_size, self.config.tile_step_size, self.mirror_axes
-                        )
-                    )
-        if len(predictions) == 1:
-            return predictions[0]
-        return CasePrediction(
-            torch.stack([p.segmentation_logits for p in predictions]).mean(0),
-            torch.stack([p.class_logits for p in predictions]).mean(0),
-            path,
-            sum(p.num_forward_passes for p in predictions),
-        )
+        return self.engine.forward(data)
 
     def segmentation_of(self, prediction: CasePrediction, properties: dict) -> np.ndarray:
         """The (z, y, x) label map in the input's geometry, through nnU-Net's own export."""

@@ -32,5 +32,5 @@ def predict(
     cases = find_input_cases(in_dir)
     model = load_model(model_dir, folds, checkpoints, device)
     check_output_folder(in_dir, out_dir)
-    predictor = MultitaskPredictor(model, device, tta, config)
+    predictor = MultitaskPredictor(model, device, tta, config, warn=log)
     return predictor, predictor.predict_folder(cases, out_dir, overwrite=overwrite, progress=progress, log=log)

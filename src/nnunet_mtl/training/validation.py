@@ -18,9 +18,8 @@ from nnunet_mtl.evaluation.evaluate import Evaluation, evaluate_folder
 from nnunet_mtl.evaluation.metrics import classification_summary, region_dice, summarize_region
 from nnunet_mtl.evaluation.outputs import write_evaluation
 from nnunet_mtl.inference.cases import mask_file_name, segmentation_in_input_geometry, write_mask
-from nnunet_mtl.inference.forward import predict_case
+from nnunet_mtl.inference.engine import InferenceEngine
 from nnunet_mtl.io import atomic_path
-from nnunet_mtl.model.multitask import MultitaskUNet
 from nnunet_mtl.training.distributed import gather_objects
 
 TRUTH_LABELS = "truth_labels.csv"  # the validation cases' true subtypes, next to the predictions
@@ -46,7 +45,7 @@ class ValidationMetrics:
 
 
 def validate_cases(
-    network: MultitaskUNet,
+    engine: InferenceEngine,
     dataset,
     keys: Sequence[str],
     subtypes: Mapping[str, int],
@@ -54,32 +53,22 @@ def validate_cases(
     configuration_manager,
     label_manager,
     gt_folder: Path,
-    config: MultitaskConfig,
     export_folder: Path | None = None,
     save_probabilities: bool = False,
 ) -> list[ValidatedCase]:
-    """Predict each case in one pass (or tiles), bring the mask back to the original geometry and score it.
+    """Predict each case with ``predict``'s engine (its precision, path choice and fallbacks), bring the mask
+    back to the original geometry with ``predict``'s export and score it.
 
     With ``export_folder`` the masks are written there (and with ``save_probabilities`` the probabilities
     in the original geometry as nnU-Net's ``--npz`` writes them: ``<case>.npz`` and ``<case>.pkl``)."""
     reader = plans_manager.image_reader_writer_class()
-    features = configuration_manager.network_arch_init_kwargs["features_per_stage"][0]
     results = []
-    network.eval()
     for key in keys:
         data, _, _, properties = dataset.load_case(key)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # non-writable blosc2 arrays
             data = torch.from_numpy(np.asarray(data[:]))
-        prediction = predict_case(
-            network,
-            data,
-            configuration_manager.patch_size,
-            configuration_manager.pool_op_kernel_sizes,
-            features,
-            config.inference.memory_budget_gb * 2**30,
-            config.inference.tile_step_size,
-        )
+        prediction = engine.forward(data)
         exported = segmentation_in_input_geometry(
             prediction.segmentation_logits,
             plans_manager,
