@@ -1,4 +1,5 @@
 import json
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -126,6 +127,21 @@ def test_time_budget_sizes_the_schedule_and_validates_the_last_epoch(planned_dat
     assert trainer.lr_scheduler.max_steps == trainer.selection.num_epochs == trainer.num_epochs
     assert not np.isnan(log["wv_combined"][-1])  # the last epoch was validated
     assert log["lrs"][-1] < log["lrs"][0] / 2  # the poly decay ran over the epochs that fitted
+
+
+def test_time_budget_leaves_out_the_downtime_before_continue(planned_dataset, nnunet_root):
+    trainer = make_trainer(nnunet_root, planned_dataset)
+    now = time.time()
+    # epochs 0-4 took 10 s each and ended an hour ago; --continue began epoch 5 ten seconds ago
+    starts = [now - 3600 - 50 + 10 * i for i in range(5)] + [now - 10]
+    for epoch, start in enumerate(starts):
+        trainer.logger.log("epoch_start_timestamps", start, epoch)
+        if epoch < 5:
+            trainer.logger.log("epoch_end_timestamps", start + 10, epoch)
+    trainer.current_epoch = trainer._resumed_at_epoch = 5
+    assert trainer.training_seconds() == pytest.approx(60, abs=1)
+    trainer._resumed_at_epoch = 0  # the same log read as one uninterrupted run
+    assert trainer.training_seconds() == pytest.approx(3660, abs=1)
 
 
 @pytest.fixture

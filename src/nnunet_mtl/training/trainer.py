@@ -22,6 +22,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from nnunet_mtl.config import DEFAULT, TINY, MultitaskConfig
 from nnunet_mtl.data.prepare import SUBTYPES_FILE
+from nnunet_mtl.inference.engine import InferenceEngine, free_cached_memory
 from nnunet_mtl.io import remove_stale_temp_files, write_text_atomic
 from nnunet_mtl.model.checkpoint import (
     CHECKPOINT_FILES,
@@ -76,6 +77,7 @@ class nnUNetTrainerMultitask(nnUNetTrainer):
         self.precision = resolve_precision(schedule.precision, self.device)
         self._subtypes: SubtypeMap | None = None
         self._validation_keys: list[str] | None = None
+        self._resumed_at_epoch = 0
 
     # ------------------------------------------------------------------ network
 
@@ -280,9 +282,17 @@ class nnUNetTrainerMultitask(nnUNetTrainer):
         dataset = self.dataset_class(self.preprocessed_dataset_folder, val_keys)
         was_ds = self.multitask_network.decoder.deep_supervision
         self.set_deep_supervision_enabled(False)
+        engine = InferenceEngine(
+            [self.multitask_network],
+            self.configuration_manager,
+            self.device,
+            self.mtl_config.inference,
+            warn=self.print_to_log_file,
+        )
+        free_cached_memory(self.device)  # the training step's cached blocks: the whole-volume passes need them
         try:
             local = validate_cases(
-                self.multitask_network,
+                engine,
                 dataset,
                 val_keys,
                 self.subtypes,
@@ -290,12 +300,12 @@ class nnUNetTrainerMultitask(nnUNetTrainer):
                 self.configuration_manager,
                 self.label_manager,
                 Path(self.preprocessed_dataset_folder_base) / "gt_segmentations",
-                self.mtl_config,
                 export_folder,
                 save_probabilities,
             )
         finally:
             self.set_deep_supervision_enabled(was_ds)
+            free_cached_memory(self.device)
         return validate_all_ranks(local, self.mtl_config)
 
     def on_train_end(self):
@@ -356,14 +366,24 @@ class nnUNetTrainerMultitask(nnUNetTrainer):
             log.plot_progress_png(self.output_folder)
         self.current_epoch += 1
 
+    def training_seconds(self) -> float:
+        """Wall time of training so far: from the first epoch's start, without the time between an interrupted
+        run's last completed epoch and the first epoch after ``--continue``."""
+        starts = self.logger.get_value("epoch_start_timestamps", None)
+        ends = self.logger.get_value("epoch_end_timestamps", None)
+        resumed = self._resumed_at_epoch
+        if not resumed:
+            return time() - starts[0]
+        return (ends[resumed - 1] - starts[0]) + (time() - starts[resumed])
+
     def _fit_schedule_to_budget(self, validated: bool) -> None:
         """Size num_epochs (and with it the poly decay and the last validation) to the time budget, from the
-        wall time since the first epoch began."""
-        starts = self.logger.get_value("epoch_start_timestamps", None)
+        training's wall time so far."""
         schedule = self.mtl_config.schedule
         budget = schedule.time_budget_minutes * 60
+        done = self.current_epoch + 1
         # this epoch's checkpoint and plot come after this call: the next call's elapsed time holds them
-        epochs = epochs_within_budget(time() - starts[0], len(starts), budget, schedule.num_epochs, validated)
+        epochs = epochs_within_budget(self.training_seconds(), done, budget, schedule.num_epochs, validated)
         if epochs != self.num_epochs:
             if abs(epochs - self.num_epochs) > 1 or self.current_epoch < 2:
                 self.print_to_log_file(f"time budget {schedule.time_budget_minutes:g} min: {epochs} epochs")
@@ -371,6 +391,7 @@ class nnUNetTrainerMultitask(nnUNetTrainer):
 
     def run_training(self):
         self.on_train_start()
+        self._resumed_at_epoch = self.current_epoch  # > 0 after --continue
         while self.current_epoch < self.num_epochs:
             if self.selection.should_stop(self.current_epoch):
                 self.print_to_log_file(
