@@ -115,6 +115,10 @@ class CpuPlanConfig:
     # where the patch holds less than this share of the median case, the target spacing is coarsened as for
     # nnU-Net's 3d_lowres (the finer axes first) until it holds it; nnU-Net's own threshold is 0.25
     median_coverage: float = 1.0
+    # the width is fitted to the machine (training/cpu_plan.py): the widest network, from base_features down to
+    # min_base_features, that trains this many steps in the schedule's time budget, as timed on this CPU
+    min_base_features: int = 8
+    min_training_steps: int = 800
 
 
 @dataclass(frozen=True)

@@ -38,7 +38,7 @@ def test_cpu_plan_configures_itself_from_the_fingerprint(planned_dataset, nnunet
 
     from nnunet_mtl.data.phantom import PhantomSpec, generate_phantom
     from nnunet_mtl.data.prepare import prepare_dataset
-    from nnunet_mtl.training.cpu_plan import made_with, plan_for_cpu
+    from nnunet_mtl.training.cpu_plan import WIDTH_KEY, made_with, plan_for_cpu
     from tests.conftest import DATASET_ID, quick_fingerprint
 
     budget = PRESETS["tiny"].config.cpu_plan
@@ -51,7 +51,7 @@ def test_cpu_plan_configures_itself_from_the_fingerprint(planned_dataset, nnunet
     prepare_dataset(large_phantom, 62, name="Large")
     with quick_fingerprint():
         extract_fingerprints([62], num_processes=1)
-    plan_for_cpu(62, budget, plans_identifier)
+    plan_for_cpu(62, PRESETS["tiny"].config, plans_identifier)
     plan_experiments([62, DATASET_ID], "ExperimentPlanner")  # nnU-Net's own plans, to compare with
     folder = nnunet_root / "nnUNet_preprocessed" / "Dataset062_Large"
     large, nnunet = (load_json(folder / f"{n}.json") for n in (plans_identifier, "nnUNetPlans"))
@@ -63,7 +63,9 @@ def test_cpu_plan_configures_itself_from_the_fingerprint(planned_dataset, nnunet
         )
         divisor = torch.tensor(config.pool_op_kernel_sizes).prod(0)
         assert all(p % int(d) == 0 for p, d in zip(config.patch_size, divisor))
-        assert config.network_arch_init_kwargs["features_per_stage"][0] == budget.base_features
+        width = plans[WIDTH_KEY]["base_features"]
+        assert budget.min_base_features <= width <= budget.base_features
+        assert config.network_arch_init_kwargs["features_per_stage"][0] == width
         assert max(config.network_arch_init_kwargs["features_per_stage"]) <= budget.max_features
     small_spacing = PlansManager(small).get_configuration("3d_fullres").spacing
     nnunet_spacing = (
@@ -97,3 +99,51 @@ def test_resenc_m_preset_plans_with_nnunet_resenc_planner(planned_dataset, nnune
     with torch.no_grad():
         out = network(torch.randn(1, 1, *config.patch_size))
     assert len(calls) == 1 and out.class_logits.shape == (1, 3)
+
+
+def _configuration(features=(16, 32, 64, 128)):
+    return {"architecture": {"arch_kwargs": {"features_per_stage": list(features)}}, "patch_size": [32, 48, 48]}
+
+
+def test_with_width_scales_every_stage_and_keeps_the_original():
+    from nnunet_mtl.training.cpu_plan import with_width
+
+    original = _configuration()
+    assert with_width(original, 8)["architecture"]["arch_kwargs"]["features_per_stage"] == [8, 16, 32, 64]
+    assert with_width(original, 12)["architecture"]["arch_kwargs"]["features_per_stage"] == [12, 24, 48, 96]
+    assert original == _configuration()
+
+
+@pytest.mark.parametrize(
+    ("seconds", "expected", "timed"),
+    [
+        ({16: 0.3, 12: 0.2, 8: 0.1}, 16, [16]),  # bf16 units: the full width trains 1500 steps in 7.5 min
+        ({16: 1.1, 12: 0.75, 8: 0.42}, 8, [16, 12, 8]),  # fp32 on AVX2: 409, 600, 1071 steps
+        ({16: 1.1, 12: 0.55, 8: 0.42}, 12, [16, 12]),
+        ({16: 9.0, 12: 7.0, 8: 5.0}, 8, [16, 12, 8]),  # none fits: the narrowest
+    ],
+)
+def test_width_is_the_widest_that_trains_enough_steps_in_the_budget(seconds, expected, timed):
+    from nnunet_mtl.training.cpu_plan import choose_width
+
+    calls = []
+
+    def timer(configuration, precision):
+        width = configuration["architecture"]["arch_kwargs"]["features_per_stage"][0]
+        calls.append(width)
+        return seconds[width]
+
+    config = PRESETS["tiny"].config
+    assert config.schedule.time_budget_minutes == 7.5 and config.cpu_plan.min_training_steps == 800
+    width, measured = choose_width(_configuration(), config, timer)
+    assert width == expected and calls == timed and measured == {w: seconds[w] for w in timed}
+
+
+def test_without_a_time_budget_the_width_is_not_timed():
+    from dataclasses import replace
+
+    from nnunet_mtl.training.cpu_plan import choose_width
+
+    config = PRESETS["tiny"].config
+    config = replace(config, schedule=replace(config.schedule, time_budget_minutes=None))
+    assert choose_width(_configuration(), config, timer=pytest.fail) == (16, {})

@@ -84,7 +84,7 @@ def ensure_planned(dataset_id: int, preset: str, num_processes: int = 2, log=pri
         if not plans_file.is_file() or not made_with(load_json(plans_file), chosen.config.cpu_plan):
             log(f"nnU-Net: planning {plans_identifier} with nnU-Net's planner under the CPU budget")
             plans_file.unlink(missing_ok=True)  # nnU-Net's save_plans keeps configurations of an older file
-            plan_for_cpu(dataset_id, chosen.config.cpu_plan, plans_identifier)
+            plan_for_cpu(dataset_id, chosen.config, plans_identifier)
             shutil.rmtree(folder / load_json(plans_file)["configurations"][CONFIGURATION]["data_identifier"], True)
         log(describe(load_json(plans_file)))
     elif not plans_file.is_file():
