@@ -29,7 +29,6 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     work = args.work or Path(tempfile.mkdtemp(prefix="patch-sampling-"))
     os.environ.update({name: str(work / name) for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")})
-    os.environ["nnUNet_n_proc_DA"] = "0"  # noqa: SIM112 - nnU-Net's name
     import numpy as np
     import torch
     from batchgenerators.utilities.file_and_folder_operations import load_json
@@ -43,6 +42,9 @@ def main(argv=None) -> int:
         prepare_dataset(args.phantom, 501)
     name, plans_identifier = ensure_planned(501, args.preset, num_processes=2, log=lambda m: print(m, file=sys.stderr))
     register_trainers()
+    # no augmentation workers: the batches come from this process (set after planning, whose patch-size search
+    # takes its thread count from this variable)
+    os.environ["nnUNet_n_proc_DA"] = "0"  # noqa: SIM112 - nnU-Net's name
     from nnunetv2.utilities.find_class_by_name import recursive_find_python_class
 
     from nnunet_mtl.training.run import trainer_folder

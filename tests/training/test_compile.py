@@ -11,6 +11,7 @@ import pytest
 import torch
 from torch._dynamo import OptimizedModule
 
+from tests.training.ext_trainers.smoke_trainers import nnUNetTrainerMultitaskScratch
 from tests.training.test_trainer import make_trainer
 
 
@@ -19,7 +20,7 @@ def compiled_trainer(planned_dataset, nnunet_root, monkeypatch):
     monkeypatch.setenv("nnUNet_n_proc_DA", "0")
     monkeypatch.setattr(torch, "compile", functools.partial(torch.compile, backend="aot_eager"))
     torch._dynamo.reset()
-    trainer = make_trainer(nnunet_root, planned_dataset)
+    trainer = make_trainer(nnunet_root, planned_dataset, nnUNetTrainerMultitaskScratch)
     monkeypatch.setattr(trainer, "_do_i_compile", lambda: True)
     trainer.on_train_start()
     yield trainer, next(trainer.dataloader_train)

@@ -26,6 +26,13 @@ class nnUNetTrainerMultitaskSmoke(nnUNetTrainerMultitask):
     mtl_config = SMOKE
 
 
+class nnUNetTrainerMultitaskScratch(nnUNetTrainerMultitask):
+    """The smoke schedule in an output folder of its own: for tests that build a trainer by hand and would
+    otherwise write logs, events and checkpoints into the smoke model's folder."""
+
+    mtl_config = SMOKE
+
+
 class nnUNetTrainerMultitaskStopEarly(nnUNetTrainerMultitask):
     mtl_config = STOP_EARLY
 
