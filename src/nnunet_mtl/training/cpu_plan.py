@@ -23,6 +23,7 @@ A CPU with bf16 units trains the 16-feature network about 4x faster than one wit
 from __future__ import annotations
 
 import copy
+import os
 import statistics
 import time
 from dataclasses import asdict
@@ -69,8 +70,14 @@ def seconds_per_training_step(configuration: dict, precision: str, repeats: int 
         loss.backward()
         return time.perf_counter() - start
 
-    step()
-    return statistics.median(step() for _ in range(repeats))
+    # the threads `nnunet-mtl train` trains with; nnU-Net's planner leaves torch at its DA process count
+    threads = torch.get_num_threads()
+    torch.set_num_threads(os.cpu_count() or 1)
+    try:
+        step()
+        return statistics.median(step() for _ in range(repeats))
+    finally:
+        torch.set_num_threads(threads)
 
 
 def choose_width(configuration: dict, config: MultitaskConfig, timer=seconds_per_training_step) -> tuple[int, dict]:
