@@ -34,6 +34,16 @@ def test_epoch_lines_condense_to_one_line_per_epoch():
     ]
 
 
+def test_epoch_count_never_shows_fewer_epochs_than_run():
+    """The trainer logs the budget's count only when it moves by more than one epoch."""
+    lines = []
+    condenser = EpochCondenser(3, lines.append)
+    for epoch in range(5):
+        condenser.feed(f"2026-11-29 14:45:30.000000: Epoch {epoch}\n")
+        condenser.feed("2026-11-29 14:45:31.000000: Epoch time: 1.00 s\n")
+    assert [line.split()[1] for line in lines] == ["1/3", "2/3", "3/3", "4/4", "5/5"]
+
+
 def test_summary_table_puts_targets_beside_what_was_reached():
     metrics = {
         "segmentation": {"whole_pancreas": {"mean_dice": 0.93}, "lesion": {"mean_dice": 0.25}},

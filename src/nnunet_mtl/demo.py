@@ -55,7 +55,9 @@ class EpochCondenser:
         elif match := _BUDGET.match(line):  # the time budget sizes the schedule as training goes
             self.num_epochs = int(match.group(1))
         elif (match := _EPOCH_TIME.match(line)) and self.epoch is not None:
-            text = f"  epoch {self.epoch + 1:>3}/{self.num_epochs}  {self.losses}  {float(match.group(1)):5.1f} s"
+            # the trainer logs the budget's epoch count only when it moves by more than one
+            total = max(self.num_epochs, self.epoch + 1)
+            text = f"  epoch {self.epoch + 1:>3}/{total}  {self.losses}  {float(match.group(1)):5.1f} s"
             if self.validation:
                 text += f"  | validation: {self.validation}{'  (new best)' if self.best else ''}"
             self.emit(text)
