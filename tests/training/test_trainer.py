@@ -148,7 +148,7 @@ def test_time_budget_leaves_out_the_downtime_before_continue(planned_dataset, nn
 @pytest.fixture
 def trainer_with_batch(planned_dataset, nnunet_root, monkeypatch):
     monkeypatch.setenv("nnUNet_n_proc_DA", "0")
-    trainer = make_trainer(nnunet_root, planned_dataset)
+    trainer = make_trainer(nnunet_root, planned_dataset, nnUNetTrainerMultitaskScratch)  # not the smoke model's
     trainer.on_train_start()
     batch = next(trainer.dataloader_train)
     yield trainer, batch
