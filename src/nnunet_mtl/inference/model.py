@@ -37,10 +37,6 @@ class LoadedModel:
     members: list[str]  # "fold_0/checkpoint_best.pth", ... in the order of ``networks``
     mirror_axes: tuple[int, ...] | None
 
-    @property
-    def first_stage_features(self) -> int:
-        return int(self.configuration_manager.network_arch_init_kwargs["features_per_stage"][0])
-
 
 def load_model(
     folder: Path,

@@ -78,8 +78,6 @@ class MultitaskPredictor:
             path,
             warn,
         )
-        self.config = self.engine.config
-        self.precision = self.engine.precision
         self.preprocessor = model.configuration_manager.preprocessor_class(verbose=False)
         self.export_threads = max(1, torch.get_num_threads())
         self.settings = json.dumps(
@@ -89,10 +87,14 @@ class MultitaskPredictor:
                 "tta": tta,
                 "precision": self.precision,
                 "path": path,
-                "tile_step_size": self.config.tile_step_size,
+                "tile_step_size": self.engine.config.tile_step_size,
             },
             sort_keys=True,
         )
+
+    @property
+    def precision(self) -> str:
+        return self.engine.precision
 
     # ------------------------------------------------------------------ the three stages
 
