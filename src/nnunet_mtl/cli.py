@@ -66,7 +66,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from nnunet_mtl.evaluation.outputs import evaluate_to_folder, format_stdout_table
 
     evaluation, written = evaluate_to_folder(args.pred, args.truth, args.labels, args.out)
-    print(format_stdout_table(evaluation))
+    print(format_stdout_table(evaluation.to_json()))
     print(f"wrote {', '.join(str(p) for p in written)}")
     return 0
 
@@ -140,14 +140,42 @@ def cmd_predict(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         progress=progress_bar,
         log=print,
+        postprocess=not args.no_postprocessing,
     )
     model = predictor.model
     paths = {r.path for r in results}
+    post = predictor.postprocessing
+    postprocessing = (
+        "no postprocessing"
+        if post.is_identity
+        else f"postprocessing: {', '.join(post.mask_steps) or 'no mask step'}, temperature {post.temperature:.3f}"
+    )
     print(
         f"predicted {len(results)} cases with {len(model.networks)} model(s) ({', '.join(model.members)}; "
-        f"{'/'.join(sorted(paths))} path, {predictor.precision}{', TTA' if args.tta else ''}) "
+        f"{'/'.join(sorted(paths))} path, {predictor.precision}{', TTA' if args.tta else ''}; {postprocessing}) "
         f"in {time.perf_counter() - start:.1f} s: masks and subtype_results.csv in {args.output}"
     )
+    return 0
+
+
+def cmd_postprocess(args: argparse.Namespace) -> int:
+    from nnunet_mtl.training.postprocess import determine_for_model, format_postprocessing
+
+    postprocessing, path = determine_for_model(_model_dir(args), args.fold)
+    print(format_postprocessing(postprocessing))
+    print(f"wrote {path}; `predict` applies it (--no-postprocessing to leave it out)")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from nnunet_mtl.evaluation.compare import compare_folders, format_comparison, write_comparison
+
+    if len(args.pred) != 2:
+        raise InputError(None, f"give --pred exactly twice (A, then B), got {len(args.pred)}")
+    comparison = compare_folders(args.pred[0], args.pred[1], args.truth, args.labels)
+    print(format_comparison(comparison))
+    out = args.out or Path(args.pred[1]) / "comparison"
+    print(f"wrote {', '.join(str(p) for p in write_comparison(comparison, out))}")
     return 0
 
 
@@ -349,12 +377,34 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--tile-step-size", type=float, default=InferenceConfig.tile_step_size, metavar="F")
     p.add_argument(
+        "--no-postprocessing",
+        action="store_true",
+        help="leave out the model folder's postprocessing (mask steps and temperature of `nnunet-mtl postprocess`)",
+    )
+    p.add_argument(
         "--precision",
         choices=["auto", "fp32", "bf16", "fp16"],
         default="auto",
         help="auto: fp16 autocast on CUDA, fp32 on CPU (faster than bf16 on CPUs without bf16 units)",
     )
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser(
+        "postprocess",
+        help="determine mask postprocessing and the subtype temperature on every fold's final validation",
+    )
+    p.add_argument("--dataset-id", type=int, metavar="N", help="the model that `train --dataset-id N` wrote")
+    p.add_argument("--preset", choices=list(PRESETS), default="tiny", help="the preset it was trained with")
+    p.add_argument("--model-dir", type=Path, metavar="DIR", help="a model folder (instead of --dataset-id)")
+    p.add_argument("--fold", type=int, nargs="+", metavar="F", help="folds to pool (default: all validated)")
+    p.set_defaults(func=cmd_postprocess)
+
+    p = sub.add_parser("compare", help="paired per-case comparison of two prediction folders against one truth")
+    p.add_argument("--pred", type=Path, action="append", required=True, metavar="DIR", help="give twice: A, then B")
+    p.add_argument("--truth", type=Path, required=True, metavar="DIR", help="truth masks (split or flat folder)")
+    p.add_argument("--labels", type=Path, metavar="CSV", help="truth subtypes (Names,Subtype)")
+    p.add_argument("--out", type=Path, metavar="DIR", help="output folder (default PRED_B/comparison)")
+    p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("benchmark", help="time stock nnU-Net, the seed's way and nnunet-mtl on the same weights")
     _add_model_arguments(p)

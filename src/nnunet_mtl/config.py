@@ -137,6 +137,40 @@ class InferenceConfig:
 
 
 @dataclass(frozen=True)
+class EvaluationConfig:
+    """`nnunet-mtl evaluate`, `compare` and the report (evaluation/)."""
+
+    # normalised surface distance tolerance: about one slice of the real data (2.0 mm) and within the
+    # inter-rater boundary variation reported for pancreas CT (2-3 mm)
+    nsd_tolerance_mm: float = 2.0
+    hd_percentile: float = 95.0
+    # a lesion counts as present (truth or prediction) from this volume: a sphere of 1.7 mm radius, below the
+    # smallest lesion of interest (3 mm radius: 113 mm3) and above a few stray voxels (1.07 mm3 each at the
+    # real data's median spacing)
+    lesion_min_volume_mm3: float = 20.0
+    bootstrap_resamples: int = 1000
+    bootstrap_seed: int = 0
+    confidence_level: float = 0.95
+    calibration_bins: int = 10  # equal-width confidence bins of the expected calibration error
+
+
+@dataclass(frozen=True)
+class PostprocessingConfig:
+    """What is determined on the validation predictions and stored in the model folder (postprocessing/)."""
+
+    # temperature scaling: the maximum a posteriori temperature under a normal prior on log T with this
+    # standard deviation; it keeps T finite when every validation case is right (where plain maximum
+    # likelihood sends T to 0) and is negligible against a few dozen cases
+    log_temperature_prior_sd: float = 1.0
+    # a mask step is kept only where it raises the validation Dice by more than this (nnU-Net: any gain)
+    min_dice_gain: float = 0.0
+
+
+EVALUATION = EvaluationConfig()
+POSTPROCESSING = PostprocessingConfig()
+
+
+@dataclass(frozen=True)
 class MultitaskConfig:
     num_subtypes: int = 3
     head: HeadConfig = field(default_factory=HeadConfig)

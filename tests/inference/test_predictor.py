@@ -1,4 +1,5 @@
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -226,3 +227,30 @@ def test_rerun_with_other_settings_predicts_again(model, small_phantom, tmp_path
     plain = MultitaskPredictor(model).predict_folder(cases, tmp_path)
     with_tta = MultitaskPredictor(model, tta=True).predict_folder(cases, tmp_path)
     assert [r.forward_passes for r in plain] == [1, 1] and [r.forward_passes for r in with_tta] == [8, 8]
+
+
+def test_predict_applies_the_model_folders_postprocessing(model_dir, small_phantom, tmp_path):
+    from scipy.special import softmax
+
+    from nnunet_mtl.data.subtype_csv import read_probabilities_csv, read_subtype_csv
+    from nnunet_mtl.postprocessing.components import apply_step
+    from nnunet_mtl.postprocessing.plan import Postprocessing, write_postprocessing
+
+    folder = Path(shutil.copytree(model_dir, tmp_path / "model"))
+    write_postprocessing(folder, Postprocessing(2.0, ("keep_largest_gland", "keep_largest_lesion")))
+    images = small_phantom / "test"
+    raw, post = tmp_path / "raw", tmp_path / "post"
+    assert main(["predict", "--model-dir", str(folder), "-i", str(images), "-o", str(raw), "--no-postprocessing"]) == 0
+    assert main(["predict", "--model-dir", str(folder), "-i", str(images), "-o", str(post)]) == 0
+
+    network = read_probabilities_csv(raw / "subtype_probabilities.csv")
+    assert not (raw / "subtype_probabilities_uncalibrated.csv").exists()
+    assert read_probabilities_csv(post / "subtype_probabilities_uncalibrated.csv") == network
+    calibrated = read_probabilities_csv(post / "subtype_probabilities.csv")
+    for name, p in network.items():
+        assert np.allclose(calibrated[name], softmax(np.log(p) / 2.0), atol=2e-6)
+    assert read_subtype_csv(post / "subtype_results.csv") == read_subtype_csv(raw / "subtype_results.csv")
+    for mask in raw.glob("*.nii.gz"):
+        labels = sitk.GetArrayFromImage(sitk.ReadImage(str(mask)))
+        expected = apply_step(apply_step(labels, "keep_largest_gland"), "keep_largest_lesion")
+        assert np.array_equal(sitk.GetArrayFromImage(sitk.ReadImage(str(post / mask.name))), expected)

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from nnunet_mtl.cli import main
+from nnunet_mtl.evaluation.outputs import summary_rows
 from nnunet_mtl.report.content import fmt
 from nnunet_mtl.report.render import SECTIONS
 from tests.conftest import tree_snapshot
@@ -90,7 +91,9 @@ def check_metrics_table(parsed: ReportParser, metrics: dict) -> None:
         ">= 0.70",
     ]
     achieved = metrics["segmentation"]["whole_pancreas"]["mean_dice"]
-    assert rows["Whole pancreas Dice"][3] == ("yes" if achieved >= 0.91 else "no")
+    low, high = metrics["segmentation"]["whole_pancreas"]["mean_dice_ci"]
+    assert rows["Whole pancreas Dice"][3] == f"{low:.3f}-{high:.3f}"
+    assert rows["Whole pancreas Dice"][4] == ("yes" if achieved >= 0.91 else "no")
 
 
 def test_report_of_predictions_has_every_section_image_and_number(finished_run, small_phantom, tmp_path, capsys):
@@ -111,6 +114,9 @@ def test_report_of_predictions_has_every_section_image_and_number(finished_run, 
         by_section.setdefault(image["section"], []).append(image["data-file"])
     assert by_section["training"] == ["training_curves.png"]
     assert by_section["confusion"] == ["confusion_matrix.png"]
+    assert by_section["calibration"] == ["reliability.png"]
+    # every summary metric with its interval, as `evaluate` prints them
+    assert [tuple(row) for row in parsed.tables["evaluation"][1:]] == summary_rows(metrics)
     overlays = by_section["overlays"]
     assert len(overlays) == min(4, metrics["num_cases"]) and all(name.startswith("overlay_") for name in overlays)
 
@@ -120,12 +126,15 @@ def test_report_of_predictions_has_every_section_image_and_number(finished_run, 
     assert sorted(row[0] for row in rows) == sorted(cases)
     for row in rows:
         case = cases[row[0]]
-        assert row[1:5] == [
+        assert row[1:7] == [
             fmt(case["dice_whole_pancreas"]),
             fmt(case["dice_lesion"]),
-            str(case["subtype_true"]),
-            str(case["subtype_pred"]),
+            fmt(case["nsd_whole_pancreas"]),
+            fmt(case["nsd_lesion"]),
+            fmt(case["hd95_whole_pancreas_mm"], 2),
+            fmt(case["hd95_lesion_mm"], 2),
         ]
+        assert row[8:10] == [str(case["subtype_true"]), str(case["subtype_pred"])]
     dice = [(cases[r[0]]["dice_whole_pancreas"], cases[r[0]]["dice_lesion"]) for r in rows]
     defined = [[v for v in pair if v is not None] for pair in dice]
     means = [sum(v) / len(v) if v else -1.0 for v in defined]
@@ -134,7 +143,7 @@ def test_report_of_predictions_has_every_section_image_and_number(finished_run, 
     first = dict(line.split(",", 1) for line in probabilities)
     name = rows[0][0]
     p = [float(v) for v in first[f"{name}.nii.gz"].split(",")]
-    assert rows[0][5] == fmt(p[cases[name]["subtype_pred"]], 3)
+    assert rows[0][10] == fmt(p[cases[name]["subtype_pred"]], 3)
 
     # benchmark table: the rows of the benchmark's own Markdown table
     benchmark_rows = parsed.tables["benchmark"]

@@ -1,4 +1,5 @@
 import json
+import shutil
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -9,8 +10,12 @@ import SimpleITK as sitk
 import torch
 from batchgenerators.utilities.file_and_folder_operations import load_json
 
+from nnunet_mtl.cli import main
 from nnunet_mtl.data.layout import scan_assignment_data
+from nnunet_mtl.postprocessing.components import STEPS
+from nnunet_mtl.postprocessing.plan import POSTPROCESSING_FILE, read_postprocessing
 from nnunet_mtl.training.distributed import inverse_frequency_weights
+from nnunet_mtl.training.postprocess import determine_for_model
 from nnunet_mtl.training.subtypes import UnknownCaseError
 from tests.conftest import run_nnunet
 from tests.training.ext_trainers.smoke_trainers import (
@@ -50,6 +55,30 @@ def test_trained_through_nnunet_cli(smoke_model, small_phantom):
         mask = sitk.ReadImage(str(validation / f"{case.name}.nii.gz"))
         assert mask.GetSize() == truth.GetSize() and np.allclose(mask.GetSpacing(), truth.GetSpacing())
         assert np.allclose(mask.GetOrigin(), truth.GetOrigin()) and mask.GetDirection() == truth.GetDirection()
+
+
+def test_postprocessing_is_determined_after_training_and_again_on_demand(
+    smoke_model, planned_dataset, nnunet_root, tmp_path, capsys
+):
+    folder, _ = smoke_model
+    stored = json.loads((folder / POSTPROCESSING_FILE).read_text())
+    assert [s["step"] for s in stored["determined_on"]["mask_steps"]] == list(STEPS)
+    assert stored["determined_on"]["cases"] == 3 and stored["temperature"] > 0
+    # the final validation again, postprocessed, with its metrics, and the same subtypes
+    validation = folder / "fold_0" / "validation"
+    after = json.loads((validation / "postprocessed" / "metrics.json").read_text())
+    before = json.loads((validation / "metrics.json").read_text())
+    assert [c["subtype_pred"] for c in after["cases"]] == [c["subtype_pred"] for c in before["cases"]]
+    kept = stored["mask_steps"]
+    if not kept:  # no step kept: the masks are the validation's own
+        assert after["segmentation"] == before["segmentation"]
+    # `nnunet-mtl postprocess` on a copy of the folder determines the same again
+    copy = Path(shutil.copytree(folder, tmp_path / folder.name))
+    (copy / POSTPROCESSING_FILE).unlink()
+    gt = nnunet_root / "nnUNet_preprocessed" / planned_dataset[0] / "gt_segmentations"
+    assert determine_for_model(copy, gt_folder=gt)[0] == read_postprocessing(folder)
+    assert main(["postprocess", "--model-dir", str(tmp_path / "nowhere")]) == 2
+    assert "model folder not found" in capsys.readouterr().err
 
 
 def test_checkpoint_holds_multitask_state_and_loads_weights_only(smoke_model):

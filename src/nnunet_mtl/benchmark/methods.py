@@ -74,7 +74,10 @@ def _run_ours(spec: MethodSpec, device: torch.device) -> dict:
     model = load_model(spec.model_dir, spec.folds, (spec.checkpoint,), device)
     if spec.encoder_twice:
         model.networks = [EncoderTwiceUNet(network) for network in model.networks]
-    predictor = MultitaskPredictor(model, device, spec.tta, InferenceConfig(precision=spec.precision), spec.path)
+    # no postprocessing: the rows compare the same network's outputs with stock nnU-Net's
+    predictor = MultitaskPredictor(
+        model, device, spec.tta, InferenceConfig(precision=spec.precision), spec.path, postprocess=False
+    )
     seconds, results = {}, []
     for case in spec.cases:
         start = time.perf_counter()

@@ -259,8 +259,22 @@ def run_benchmark(
         "num_cases": len(cases),
         "truth": None if truth_dir is None else str(truth_dir),
         "methods": results,
+        "comparison": None,
     }
     table = markdown_table(benchmark)
+    if truth_dir is not None and "c" in specs:
+        from nnunet_mtl.evaluation.compare import compare_folders, comparison_table
+
+        names = [c.name for c in cases]
+        comparison = compare_folders(specs["a"].out_dir, specs["c"].out_dir, truth_dir, labels, names).to_json()
+        benchmark["comparison"] = {"a": LABELS["a"], "b": LABELS["c"], **comparison}
+        header, rows = comparison_table(comparison)
+        table += (
+            f"\n\nA = {LABELS['a']}, B = {LABELS['c']}, against the truth (`nnunet-mtl compare`):\n\n"
+            + "\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header)])
+            + "\n"
+            + "\n".join("| " + " | ".join(r) + " |" for r in rows)
+        )
     write_text_atomic(out_dir / "benchmark.json", json.dumps(benchmark, indent=2) + "\n")
     write_text_atomic(out_dir / "benchmark.md", table + "\n")
     benchmark["table"] = table

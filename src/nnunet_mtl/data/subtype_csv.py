@@ -1,5 +1,7 @@
 """Subtype CSVs: ``subtype_results.csv`` and ``labels.csv`` (header exactly ``Names,Subtype``; rows like
-``quiz_037.nii.gz,1``) and ``subtype_probabilities.csv`` (``Names,p0,p1,p2``), written atomically.
+``quiz_037.nii.gz,1``) and ``subtype_probabilities.csv`` (``Names,p0,p1,p2``), written atomically. Where
+the model folder holds a temperature, ``subtype_probabilities.csv`` has the calibrated probabilities and
+``subtype_probabilities_uncalibrated.csv`` the network's own (the argmax of both is the subtype).
 """
 
 from __future__ import annotations
@@ -16,7 +18,9 @@ from nnunet_mtl.io import NIFTI_SUFFIX, write_text_atomic
 HEADER = ["Names", "Subtype"]
 RESULTS_CSV = "subtype_results.csv"
 PROBABILITIES_CSV = "subtype_probabilities.csv"
+UNCALIBRATED_PROBABILITIES_CSV = "subtype_probabilities_uncalibrated.csv"
 TRUTH_LABELS_CSV = "labels.csv"
+VALIDATION_TRUTH_CSV = "truth_labels.csv"  # the true subtypes next to the final validation's predictions
 
 
 def format_subtype_csv(rows: Iterable[tuple[str, int]]) -> str:
@@ -32,17 +36,31 @@ def write_subtype_csv(path: Path, subtypes: Mapping[str, int]) -> None:
     write_text_atomic(path, format_subtype_csv((f"{case}{NIFTI_SUFFIX}", k) for case, k in subtypes.items()))
 
 
-def write_subtype_outputs(
-    out_dir: Path, subtypes: Mapping[str, int], probabilities: Mapping[str, Sequence[float]]
-) -> list[Path]:
-    """``subtype_results.csv`` and ``subtype_probabilities.csv`` (one column per class) of ``{case: ...}``."""
-    out_dir = Path(out_dir)
-    write_subtype_csv(out_dir / RESULTS_CSV, subtypes)
+def format_probabilities_csv(probabilities: Mapping[str, Sequence[float]]) -> str:
     num_classes = len(next(iter(probabilities.values()))) if probabilities else 0
     lines = ["Names," + ",".join(f"p{k}" for k in range(num_classes))]
     lines += [f"{c}{NIFTI_SUFFIX}," + ",".join(f"{p:.6f}" for p in probabilities[c]) for c in sorted(probabilities)]
-    write_text_atomic(out_dir / PROBABILITIES_CSV, "\n".join(lines) + "\n")
-    return [out_dir / RESULTS_CSV, out_dir / PROBABILITIES_CSV]
+    return "\n".join(lines) + "\n"
+
+
+def write_subtype_outputs(
+    out_dir: Path,
+    subtypes: Mapping[str, int],
+    probabilities: Mapping[str, Sequence[float]],
+    uncalibrated: Mapping[str, Sequence[float]] | None = None,
+) -> list[Path]:
+    """``subtype_results.csv`` and ``subtype_probabilities.csv`` (one column per class) of ``{case: ...}``,
+    and with ``uncalibrated``, ``subtype_probabilities_uncalibrated.csv`` (else an older one is removed)."""
+    out_dir = Path(out_dir)
+    write_subtype_csv(out_dir / RESULTS_CSV, subtypes)
+    write_text_atomic(out_dir / PROBABILITIES_CSV, format_probabilities_csv(probabilities))
+    written = [out_dir / RESULTS_CSV, out_dir / PROBABILITIES_CSV]
+    if uncalibrated is None:
+        (out_dir / UNCALIBRATED_PROBABILITIES_CSV).unlink(missing_ok=True)
+    else:
+        write_text_atomic(out_dir / UNCALIBRATED_PROBABILITIES_CSV, format_probabilities_csv(uncalibrated))
+        written.append(out_dir / UNCALIBRATED_PROBABILITIES_CSV)
+    return written
 
 
 def read_probabilities_csv(path: Path) -> dict[str, list[float]]:

@@ -9,10 +9,18 @@ in only one of the two scores 0.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
-from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
+from sklearn.metrics import (
+    accuracy_score,
+    balanced_accuracy_score,
+    confusion_matrix,
+    f1_score,
+    matthews_corrcoef,
+    precision_recall_fscore_support,
+)
 
 from nnunet_mtl.data.labels import NUM_SUBTYPES, REGIONS, region_mask
 
@@ -56,15 +64,39 @@ class ClassificationSummary:
     f1_per_class: list[float]
     confusion_matrix: list[list[int]]  # rows: true subtype, columns: predicted subtype
     n: int
+    precision_per_class: list[float]
+    recall_per_class: list[float]
+    balanced_accuracy: float  # mean recall over the subtypes present in truth
+    mcc: float  # Matthews correlation, multiclass
+
+
+def macro_f1(truth, prediction) -> float:
+    """Macro F1 as scikit-learn defines it: the mean over the subtypes present in truth or prediction."""
+    return float(f1_score(truth, prediction, average="macro", zero_division=0))
+
+
+def balanced_accuracy(truth, prediction) -> float:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a predicted subtype absent from the truth
+        return float(balanced_accuracy_score(truth, prediction))
+
+
+def mcc(truth, prediction) -> float:
+    return float(matthews_corrcoef(truth, prediction))
 
 
 def classification_summary(truth: list[int], prediction: list[int]) -> ClassificationSummary:
-    """Macro F1 as scikit-learn defines it: the mean over the subtypes present in truth or prediction."""
-    per_class = f1_score(truth, prediction, labels=SUBTYPE_LABELS, average=None, zero_division=0)
+    precision, recall, per_class, _ = precision_recall_fscore_support(
+        truth, prediction, labels=SUBTYPE_LABELS, zero_division=0
+    )
     return ClassificationSummary(
-        macro_f1=float(f1_score(truth, prediction, average="macro", zero_division=0)),
+        macro_f1=macro_f1(truth, prediction),
         accuracy=float(accuracy_score(truth, prediction)),
         f1_per_class=[float(v) for v in per_class],
         confusion_matrix=confusion_matrix(truth, prediction, labels=SUBTYPE_LABELS).tolist(),
         n=len(truth),
+        precision_per_class=[float(v) for v in precision],
+        recall_per_class=[float(v) for v in recall],
+        balanced_accuracy=balanced_accuracy(truth, prediction),
+        mcc=mcc(truth, prediction),
     )

@@ -23,6 +23,7 @@ from nnunet_mtl.model.checkpoint import (
     read_model_json,
 )
 from nnunet_mtl.model.multitask import MultitaskUNet, build_multitask_network
+from nnunet_mtl.postprocessing.plan import Postprocessing, read_postprocessing
 
 
 @dataclass
@@ -36,6 +37,7 @@ class LoadedModel:
     networks: list[MultitaskUNet]  # one per fold and checkpoint; their outputs are averaged
     members: list[str]  # "fold_0/checkpoint_best.pth", ... in the order of ``networks``
     mirror_axes: tuple[int, ...] | None
+    postprocessing: Postprocessing  # determined on the validation split (none where not determined)
 
 
 def load_model(
@@ -53,6 +55,7 @@ def load_model(
         raise InputError(folder, "model folder not found")
     plans = read_model_json(folder / "plans.json")
     dataset_json = read_model_json(folder / "dataset.json")
+    postprocessing = read_postprocessing(folder)
     files = [CHECKPOINT_FILES.get(c, c) for c in checkpoints]
     if folds is None:
         folds = available_folds(folder, files[0])
@@ -102,4 +105,5 @@ def load_model(
         networks,
         [str(p.relative_to(folder)) for p in checkpoint_paths],
         tuple(mirroring) if mirroring is not None else None,
+        postprocessing,
     )

@@ -29,6 +29,8 @@ from nnunet_mtl.inference.engine import InferenceEngine, PathChoice
 from nnunet_mtl.inference.forward import CasePrediction
 from nnunet_mtl.inference.model import LoadedModel
 from nnunet_mtl.io import remove_stale_temp_files, write_text_atomic
+from nnunet_mtl.postprocessing.plan import NONE as NO_POSTPROCESSING
+from nnunet_mtl.postprocessing.temperature import scaled_probabilities
 
 RECORDS_FOLDER = ".nnunet-mtl"  # per-case records inside the output folder, for resuming
 
@@ -50,6 +52,7 @@ class CaseResult:
     forward_passes: int
     seconds: dict[str, float] = field(default_factory=dict)  # preprocess, forward, export
     settings: str = ""  # what produced it (model members, TTA, precision): a rerun reuses only its own
+    probabilities_uncalibrated: list[float] | None = None  # the network's own, where a temperature applies
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -64,8 +67,11 @@ class MultitaskPredictor:
         config: InferenceConfig | None = None,
         path: PathChoice = "auto",
         warn: Callable[[str], None] | None = None,
+        postprocess: bool = True,
     ):
+        """``postprocess``: apply the model folder's postprocessing (mask steps, temperature), if any."""
         self.model = model
+        self.postprocessing = model.postprocessing if postprocess else NO_POSTPROCESSING
         self.device = torch.device(device)
         for network in model.networks:
             network.to(self.device).eval()
@@ -88,6 +94,7 @@ class MultitaskPredictor:
                 "precision": self.precision,
                 "path": path,
                 "tile_step_size": self.engine.config.tile_step_size,
+                "postprocessing": self.postprocessing.settings(),
             },
             sort_keys=True,
         )
@@ -128,8 +135,10 @@ class MultitaskPredictor:
         self, pre: PreprocessedCase, prediction: CasePrediction, out_dir: Path, forward_seconds: float
     ) -> CaseResult:
         start = time.perf_counter()
-        segmentation = self.segmentation_of(prediction, pre.properties)
-        probabilities = torch.softmax(prediction.class_logits.float(), 0)
+        segmentation = self.postprocessing.segmentation(self.segmentation_of(prediction, pre.properties))
+        logits = prediction.class_logits.float().cpu().numpy()
+        probabilities = self.postprocessing.probabilities(logits)
+        calibrated = self.postprocessing.temperature != 1.0
         result_seconds = {"preprocess": pre.seconds, "forward": forward_seconds}
         result = CaseResult(
             pre.case.name,
@@ -139,6 +148,7 @@ class MultitaskPredictor:
             prediction.num_forward_passes,
             result_seconds,
             self.settings,
+            [float(p) for p in scaled_probabilities(logits, 1.0)] if calibrated else None,
         )
         # a case is done when its record exists: drop an old one, write the mask, then the record
         _record_path(out_dir, result.name).unlink(missing_ok=True)
@@ -224,6 +234,10 @@ def finished_cases(out_dir: Path, cases: Iterable[Case], settings: str | None = 
 
 def write_results(out_dir: Path, results: Sequence[CaseResult]) -> list[Path]:
     """The subtype CSVs of ``results``."""
+    uncalibrated = {r.name: r.probabilities_uncalibrated for r in results}
     return write_subtype_outputs(
-        out_dir, {r.name: r.subtype for r in results}, {r.name: r.probabilities for r in results}
+        out_dir,
+        {r.name: r.subtype for r in results},
+        {r.name: r.probabilities for r in results},
+        uncalibrated if all(p is not None for p in uncalibrated.values()) and results else None,
     )

@@ -25,12 +25,14 @@ def predict(
     overwrite: bool = False,
     progress: Progress | None = None,
     log: Callable[[str], None] | None = None,
+    postprocess: bool = True,
 ) -> tuple[MultitaskPredictor, list[CaseResult]]:
     """Check the inputs, the model folder and the output folder (in that order, before anything is
-    predicted), then predict every case into ``out_dir``."""
+    predicted), then predict every case into ``out_dir``; ``postprocess``: apply the model folder's
+    postprocessing (``nnunet-mtl postprocess``), if it has one."""
     require_device(device)
     cases = find_input_cases(in_dir)
     model = load_model(model_dir, folds, checkpoints, device)
     check_output_folder(in_dir, out_dir)
-    predictor = MultitaskPredictor(model, device, tta, config, warn=log)
+    predictor = MultitaskPredictor(model, device, tta, config, warn=log, postprocess=postprocess)
     return predictor, predictor.predict_folder(cases, out_dir, overwrite=overwrite, progress=progress, log=log)

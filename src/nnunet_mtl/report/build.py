@@ -11,9 +11,18 @@ import json
 from pathlib import Path
 
 from nnunet_mtl.errors import InputError
-from nnunet_mtl.evaluation.outputs import save_confusion_png
+from nnunet_mtl.evaluation.outputs import save_confusion_png, save_reliability_png
 from nnunet_mtl.io import NIFTI_SUFFIX, check_staged_output_dir, staged_directory, write_text_atomic
-from nnunet_mtl.report.content import Table, cases_table, metrics_table, ranked_cases, run_facts
+from nnunet_mtl.postprocessing.plan import read_postprocessing
+from nnunet_mtl.report.content import (
+    Table,
+    all_metrics_table,
+    cases_table,
+    mask_steps_table,
+    metrics_table,
+    ranked_cases,
+    run_facts,
+)
 from nnunet_mtl.report.figures import save_overlay
 from nnunet_mtl.report.render import Figure, Section, render_html, render_markdown
 from nnunet_mtl.report.sources import (
@@ -70,7 +79,14 @@ def collect_sources(
             prediction if prediction.is_file() else None, truth_masks.get(case["name"]), images.get(case["name"])
         )
     return ReportSources(
-        Path(model_dir), run, metrics, origin, read_probabilities(Path(pred_dir)), files, benchmark_results
+        Path(model_dir),
+        run,
+        metrics,
+        origin,
+        read_probabilities(Path(pred_dir)),
+        files,
+        benchmark_results,
+        read_postprocessing(Path(model_dir)),
     )
 
 
@@ -101,8 +117,66 @@ def _overlay_section(sources: ReportSources, out: Path) -> Section:
     return Section("overlays", [], figures, notes)
 
 
+def _evaluation_section(metrics: dict) -> Section:
+    if "detection" not in metrics:
+        return Section("evaluation", [], [], ["metrics.json of an earlier version: Dice and subtype metrics only"])
+    detection, bootstrap = metrics["detection"], metrics["bootstrap"]
+    notes = [
+        f"{bootstrap['confidence_level']:.0%} percentile bootstrap intervals over cases ({bootstrap['resamples']} "
+        f"resamples, seed {bootstrap['seed']}).",
+        f"A lesion counts as present from {detection['min_volume_mm3']:g} mm3. Missed lesions: "
+        f"{', '.join(detection['missed']) or 'none'}; false alarms: {', '.join(detection['false_alarms']) or 'none'}.",
+        *(f"{name}: {text}" for name, text in metrics["conventions"].items()),
+    ]
+    return Section("evaluation", [all_metrics_table(metrics)], [], notes)
+
+
+def _calibration_section(sources: ReportSources, out: Path) -> Section:
+    metrics, post = sources.metrics, sources.postprocessing
+    notes = []
+    if post.is_identity:
+        notes.append("the model folder has no subtype temperature (`nnunet-mtl postprocess` determines one)")
+    else:
+        fit = post.determined_on.get("temperature", {})
+        notes.append(
+            f"temperature {post.temperature:.3f}, fitted on {post.determined_on.get('cases')} validation cases "
+            f"(there: log loss {fit.get('log_loss_before', 0):.4f} -> {fit.get('log_loss_after', 0):.4f}, "
+            f"ECE {fit.get('ece_before', 0):.4f} -> {fit.get('ece_after', 0):.4f})."
+        )
+    figures = []
+    if metrics.get("probabilities") is not None:
+        if metrics.get("probabilities_uncalibrated") is not None:
+            before, after = metrics["probabilities_uncalibrated"], metrics["probabilities"]
+            notes.append(
+                f"On these {metrics['num_cases']} cases: ECE {before['ece']:.4f} uncalibrated -> {after['ece']:.4f} "
+                f"calibrated; log loss {before['log_loss']:.4f} -> {after['log_loss']:.4f}; Brier "
+                f"{before['brier']:.4f} -> {after['brier']:.4f} (the subtypes are the same)."
+            )
+        path = out / "reliability.png"
+        save_reliability_png(metrics, path)
+        figures.append(Figure(path, "reliability of the subtype probabilities: accuracy against confidence"))
+    else:
+        notes.append("no subtype probabilities to assess")
+    return Section("calibration", [], figures, notes)
+
+
+def _postprocessing_section(sources: ReportSources) -> Section:
+    post = sources.postprocessing
+    if not post.determined_on:
+        return Section("postprocessing", [], [], ["no postprocessing determined for this model folder"])
+    notes = [
+        f"determined on {post.determined_on['cases']} validation cases ({post.determined_on['source']}); "
+        f"applied by `predict`: {', '.join(post.mask_steps) or 'no mask step'}. A step is kept when it raises the "
+        "mean Dice over the regions and lowers none (nnU-Net's rule)."
+    ]
+    return Section("postprocessing", [mask_steps_table(post.determined_on)], [], notes)
+
+
 def _sections(sources: ReportSources, out: Path) -> list[Section]:
-    sections = [Section("metrics", [metrics_table(sources.metrics)], [], [])]
+    sections = [
+        Section("metrics", [metrics_table(sources.metrics)], [], []),
+        _evaluation_section(sources.metrics),
+    ]
 
     curves = out / "training_curves.png"
     plot_training_curves(sources.run.log, curves, sources.run.best_epoch)
@@ -129,6 +203,8 @@ def _sections(sources: ReportSources, out: Path) -> list[Section]:
     else:
         sections.append(Section("confusion", [], [], [sources.metrics.get("classification_note") or "no subtypes"]))
 
+    sections.append(_calibration_section(sources, out))
+    sections.append(_postprocessing_section(sources))
     sections.append(
         Section("cases", [cases_table(sources)], [], ["sorted by mean Dice; click a column to sort"], sortable=True)
     )
@@ -140,7 +216,14 @@ def _sections(sources: ReportSources, out: Path) -> list[Section]:
         lines = [line.strip().strip("|").split("|") for line in markdown_table(sources.benchmark).splitlines()]
         table = Table([c.strip() for c in lines[0]], [[c.strip() for c in row] for row in lines[2:]])
         note = f"{sources.benchmark['num_cases']} cases, device {sources.benchmark['device']}"
-        sections.append(Section("benchmark", [table], [], [note]))
+        tables, notes = [table], [note]
+        comparison = sources.benchmark.get("comparison")
+        if comparison is not None:
+            from nnunet_mtl.evaluation.compare import comparison_table
+
+            tables.append(Table(*comparison_table(comparison)))
+            notes.append(f"ours against stock on the truth: A = {comparison['a']}, B = {comparison['b']}")
+        sections.append(Section("benchmark", tables, [], notes))
     else:
         sections.append(Section("benchmark", [], [], ["no benchmark given (`nnunet-mtl benchmark`, then --benchmark)"]))
     return sections

@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass, field
 
 from nnunet_mtl.config import TARGETS
+from nnunet_mtl.evaluation.outputs import summary_rows
 from nnunet_mtl.report.sources import ReportSources
 
 NOT_AVAILABLE = "n/a"
@@ -24,20 +25,38 @@ class Table:
     numeric: list[bool] = field(default_factory=list)  # per column: sort as numbers
 
 
+def _interval(ci: list | None) -> str:
+    return "-" if not ci or ci[0] is None else f"{ci[0]:.3f}-{ci[1]:.3f}"
+
+
 def metrics_table(metrics: dict) -> Table:
     segmentation = metrics["segmentation"]
     classification = metrics.get("classification") or {}
+    intervals = classification.get("intervals", {})
     rows = []
-    for name, achieved, target, peers in (
+    for name, achieved, ci, target, peers in (
         (
             "Whole pancreas Dice",
             segmentation["whole_pancreas"]["mean_dice"],
+            segmentation["whole_pancreas"].get("mean_dice_ci"),
             TARGETS.dice_whole,
             TARGETS.peers_dice_whole,
         ),
-        ("Lesion Dice", segmentation["lesion"]["mean_dice"], TARGETS.dice_lesion, TARGETS.peers_dice_lesion),
-        ("Subtype macro F1", classification.get("macro_f1"), TARGETS.macro_f1, TARGETS.peers_macro_f1),
-        ("Subtype accuracy", classification.get("accuracy"), None, None),
+        (
+            "Lesion Dice",
+            segmentation["lesion"]["mean_dice"],
+            segmentation["lesion"].get("mean_dice_ci"),
+            TARGETS.dice_lesion,
+            TARGETS.peers_dice_lesion,
+        ),
+        (
+            "Subtype macro F1",
+            classification.get("macro_f1"),
+            intervals.get("macro_f1", {}).get("ci"),
+            TARGETS.macro_f1,
+            TARGETS.peers_macro_f1,
+        ),
+        ("Subtype accuracy", classification.get("accuracy"), intervals.get("accuracy", {}).get("ci"), None, None),
     ):
         met = "-" if target is None or achieved is None else ("yes" if achieved >= target else "no")
         rows.append(
@@ -45,12 +64,33 @@ def metrics_table(metrics: dict) -> Table:
                 name,
                 "-" if target is None else f">= {target:.2f}",
                 fmt(achieved),
+                _interval(ci),
                 met,
                 "-" if peers is None else f"{peers[0]:.2f}-{peers[1]:.2f}",
             ]
         )
-    header = ["metric", "target", "achieved", "target met", "seed and peers (real validation set)"]
+    header = ["metric", "target", "achieved", "95% CI", "target met", "seed and peers (real validation set)"]
     return Table(header, rows, [False] * len(header))
+
+
+def all_metrics_table(metrics: dict) -> Table:
+    """Every summary metric of ``evaluate`` with its interval."""
+    return Table(["metric", "value [95% CI]"], [[name, value] for name, value in summary_rows(metrics)])
+
+
+def mask_steps_table(determined_on: dict) -> Table:
+    rows = []
+    for step in determined_on.get("mask_steps", []):
+        before, after = step["mean_dice_before"], step["mean_dice_after"]
+        rows.append(
+            [
+                step["step"],
+                "kept" if step["kept"] else "not kept",
+                f"{fmt(before['whole_pancreas'])} -> {fmt(after['whole_pancreas'])}",
+                f"{fmt(before['lesion'])} -> {fmt(after['lesion'])}",
+            ]
+        )
+    return Table(["step", "decision", "validation Dice whole", "validation Dice lesion"], rows)
 
 
 def case_score(case: dict) -> float:
@@ -72,11 +112,22 @@ def cases_table(sources: ReportSources) -> Table:
         def probability(k: int | None, probabilities=probabilities) -> str:
             return NOT_AVAILABLE if probabilities is None or k is None else fmt(probabilities[k], 3)
 
+        found = ""
+        if case.get("lesion_present_true") is not None:
+            truth_has, pred_has = case["lesion_present_true"], case["lesion_present_pred"]
+            found = {(True, True): "yes", (True, False): "missed", (False, True): "false alarm"}.get(
+                (truth_has, pred_has), "-"
+            )
         rows.append(
             [
                 case["name"],
                 fmt(case.get("dice_whole_pancreas")),
                 fmt(case.get("dice_lesion")),
+                fmt(case.get("nsd_whole_pancreas")),
+                fmt(case.get("nsd_lesion")),
+                fmt(case.get("hd95_whole_pancreas_mm"), 2),
+                fmt(case.get("hd95_lesion_mm"), 2),
+                found,
                 "" if true is None else str(true),
                 "" if predicted is None else str(predicted),
                 probability(predicted),
@@ -87,12 +138,18 @@ def cases_table(sources: ReportSources) -> Table:
         "case",
         "Dice whole pancreas",
         "Dice lesion",
+        "NSD whole",
+        "NSD lesion",
+        "HD95 whole (mm)",
+        "HD95 lesion (mm)",
+        "lesion found",
         "true subtype",
         "predicted subtype",
         "p(predicted)",
         "p(true)",
     ]
-    return Table(header, rows, [False, True, True, True, True, True, True])
+    numeric = [False, True, True, True, True, True, True, False, True, True, True, True]
+    return Table(header, rows, numeric)
 
 
 def run_facts(sources: ReportSources) -> list[tuple[str, str]]:

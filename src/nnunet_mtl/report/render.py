@@ -12,8 +12,11 @@ from nnunet_mtl.report.content import Table
 SECTIONS = {
     "summary": "Run",
     "metrics": "Metrics against the targets",
+    "evaluation": "All metrics with confidence intervals",
     "training": "Training curves",
     "confusion": "Subtype confusion matrix",
+    "calibration": "Calibration of the subtype probabilities",
+    "postprocessing": "Postprocessing (determined on validation)",
     "cases": "Per case",
     "overlays": "Best and worst cases",
     "benchmark": "Inference benchmark",

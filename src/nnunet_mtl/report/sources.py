@@ -11,6 +11,8 @@ from nnunet_mtl.data.subtype_csv import PROBABILITIES_CSV, read_probabilities_cs
 from nnunet_mtl.errors import InputError
 from nnunet_mtl.io import NIFTI_SUFFIX
 from nnunet_mtl.model.checkpoint import CHECKPOINT_FILES, MultitaskState, load_checkpoint
+from nnunet_mtl.postprocessing.plan import NONE as NO_POSTPROCESSING
+from nnunet_mtl.postprocessing.plan import Postprocessing
 from nnunet_mtl.training.progress import best_epoch_of
 
 LOG_CHECKPOINTS = (CHECKPOINT_FILES["final"], CHECKPOINT_FILES["latest"])
@@ -51,6 +53,7 @@ class ReportSources:
     probabilities: dict[str, list[float]] = field(default_factory=dict)
     files: dict[str, CaseFiles] = field(default_factory=dict)
     benchmark: dict | None = None
+    postprocessing: Postprocessing = NO_POSTPROCESSING  # the model folder's (`nnunet-mtl postprocess`)
 
 
 def load_training_run(model_dir: Path, fold: int | None) -> TrainingRun:

@@ -36,6 +36,7 @@ from nnunet_mtl.precision import autocast, resolve_precision
 from nnunet_mtl.training.augmentation import initial_patch_size, training_transforms
 from nnunet_mtl.training.distributed import gather_objects, inverse_frequency_weights, weighted_cross_entropy
 from nnunet_mtl.training.optimizer import build_optimizer
+from nnunet_mtl.training.postprocess import determine_for_model, format_postprocessing
 from nnunet_mtl.training.progress import NAN, MultitaskLocalLogger
 from nnunet_mtl.training.selection import CheckpointSelection, epochs_within_budget
 from nnunet_mtl.training.subtypes import SubtypeMap
@@ -432,6 +433,10 @@ class nnUNetTrainerMultitask(nnUNetTrainer):
             f"macro F1 {classification.macro_f1 if classification else float('nan'):.4f}",
             also_print_to_console=True,
         )
+        if classification is not None:
+            postprocessing, path = determine_for_model(Path(self.output_folder).parent, gt_folder=gt)
+            self.print_to_log_file(format_postprocessing(postprocessing), also_print_to_console=True)
+            self.print_to_log_file(f"wrote {path}", also_print_to_console=False)
 
     # ------------------------------------------------------------------ checkpoints
 

@@ -13,7 +13,7 @@ import torch
 
 from nnunet_mtl.config import MultitaskConfig
 from nnunet_mtl.data.labels import REGIONS
-from nnunet_mtl.data.subtype_csv import write_subtype_csv, write_subtype_outputs
+from nnunet_mtl.data.subtype_csv import VALIDATION_TRUTH_CSV, write_subtype_csv, write_subtype_outputs
 from nnunet_mtl.evaluation.evaluate import Evaluation, evaluate_folder
 from nnunet_mtl.evaluation.metrics import classification_summary, region_dice, summarize_region
 from nnunet_mtl.evaluation.outputs import write_evaluation
@@ -22,7 +22,7 @@ from nnunet_mtl.inference.engine import InferenceEngine
 from nnunet_mtl.io import atomic_path
 from nnunet_mtl.training.distributed import gather_objects
 
-TRUTH_LABELS = "truth_labels.csv"  # the validation cases' true subtypes, next to the predictions
+TRUTH_LABELS = VALIDATION_TRUTH_CSV
 
 
 @dataclass(frozen=True)
