@@ -77,10 +77,8 @@ def build(folder: Path, cases: int, shape: tuple[int, ...]) -> tuple[Path, float
 
     images, truth, pred = write_cases(folder, cases, shape)
     metrics = evaluate_folder(pred, truth, truth / "labels.csv").to_json()
-    files = {
-        c["name"]: CaseFiles(pred / f"{c['name']}.nii.gz", truth / f"{c['name']}.nii.gz", images / f"{c['name']}_0000.nii.gz")
-        for c in metrics["cases"]
-    }
+    names = [c["name"] for c in metrics["cases"]]
+    files = {n: CaseFiles(pred / f"{n}.nii.gz", truth / f"{n}.nii.gz", images / f"{n}_0000.nii.gz") for n in names}
     sources = ReportSources(folder, stub_run(), metrics, "synthetic", read_probabilities(pred), files)
     start = time.perf_counter()
     report = build_report(sources, folder / "report")
@@ -112,7 +110,7 @@ def time_to_viewer(report: Path, tries: int = 3) -> list[float] | None:
                 if time.perf_counter() - start > 120:
                     raise TimeoutError("viewer not ready in 120 s")
                 time.sleep(0.02)
-            seconds.append(time.perf_counter() - start)
+            seconds.append(round(time.perf_counter() - start, 2))
         finally:
             driver.quit()
     return seconds

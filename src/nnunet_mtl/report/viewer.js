@@ -240,7 +240,7 @@
     var lib = await loadNiivue();
     nv = new lib.Niivue({
       backColor: [0, 0, 0, 1], isColorbar: false, show3Dcrosshair: false, isRadiologicalConvention: true,
-      crosshairColor: [1, 1, 1, 0.5], crosshairWidth: 0.3, crosshairWidthUnit: "mm", crosshairGap: 6, isOrientCube: false,
+      crosshairColor: [1, 1, 1, 0.5], crosshairWidth: 0.4, crosshairWidthUnit: "percent", crosshairGap: 6, isOrientCube: false,
       dragAndDropEnabled: false
     });
     nv.onLocationChange = onLocation;

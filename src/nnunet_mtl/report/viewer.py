@@ -56,10 +56,11 @@ class ViewerContent:
     def notes(self) -> list[str]:
         names = [case["name"] for case, _ in self.cases]
         size = sum(encoded.size for _, encoded in self.cases) / MB
-        notes = [
-            f"{len(names)} case(s) embedded ({size:.1f} MB of volumes; budget {self.budget_mb:g} MB): "
-            + ", ".join(names)
-        ]
+        sizes = f"{size:.1f} MB of volumes; budget {self.budget_mb:g} MB"
+        if self.left_out or self.missing:
+            notes = [f"{len(names)} case(s) embedded ({sizes}): " + ", ".join(names)]
+        else:
+            notes = [f"all {len(names)} cases embedded ({sizes})"]
         if self.left_out:
             notes.append(f"left out to keep the report within the budget: {', '.join(self.left_out)}")
         if self.missing:
@@ -175,7 +176,7 @@ tr.not-embedded td:first-child{color:#888}
 .viewer{display:flex;gap:1rem;flex-wrap:wrap;outline:none}.viewer:focus-visible{outline:2px solid #9bd}
 .viewer-main{flex:1 1 620px;min-width:320px}
 .viewer-canvas{height:480px;background:#000}.viewer-canvas canvas{width:100%;height:100%;display:block}
-.viewer-side{flex:0 1 330px;font-size:.9rem}.viewer-row{margin:.3rem 0}
+.viewer-side{flex:0 1 360px;font-size:.9rem}.viewer-row{margin:.3rem 0}
 .viewer-row input[type=range]{width:70%;vertical-align:middle}
 .viewer-side select{max-width:210px}.viewer-side fieldset{margin:.5rem 0;border:1px solid #ddd}
 .viewer-side input[type=number]{width:4.5rem}
@@ -183,7 +184,7 @@ tr.not-embedded td:first-child{color:#888}
 border:1px solid #999}
 .viewer-bar{position:relative;z-index:0;margin:.15rem 0;padding:.05rem .3rem;border:1px solid #ddd}
 .viewer-bar span:last-child{position:absolute;left:0;top:0;bottom:0;background:#cfe0f3;z-index:-1}
-.viewer-bar.predicted{font-weight:600}.viewer-overlays td{border:none;padding:.1rem .2rem}
+.viewer-bar.predicted{font-weight:600}.viewer-overlays td{border:none;padding:.1rem .2rem;white-space:nowrap}
 """
 
 CONTROLS = """
