@@ -10,7 +10,10 @@ from nnunet_mtl.cli import main
 from tests.report.browser import console_errors, missing_browser, start_chromium, viewer_state, wait_for_viewer
 
 MISSING = missing_browser()
-pytestmark = pytest.mark.skipif(MISSING is not None, reason=f"no browser for the viewer test: {MISSING}")
+pytestmark = [
+    pytest.mark.skipif(MISSING is not None, reason=f"no browser for the viewer test: {MISSING}"),
+    pytest.mark.slow,  # about 7 s in Chromium, besides the smoke model
+]
 
 
 @pytest.fixture(scope="module")
