@@ -254,3 +254,20 @@ class Targets:
 
 
 TARGETS = Targets()
+
+
+@dataclass(frozen=True)
+class ViewerConfig:
+    """The report's case viewer: what it embeds of each case's CT and masks, and how much in all."""
+
+    # base64 of all embedded cases' volumes (CT and both masks); the worst and the best case are always in,
+    # then the next worst and next best by turns while the next fits. A real-size case (64x119x179 voxels)
+    # takes about 1.3 MB, so the real validation set's 36 cases fit (benchmarks/report_viewer.py)
+    budget_mb: float = 50.0
+    # CT stored as uint8 over this HU range (2.4 HU a step): the abdominal window W400/L40 with room to widen
+    ct_range_hu: tuple[float, float] = (-260.0, 340.0)
+    # above this, every nth row and column is kept (in-plane; slices all kept) so one case stays small
+    max_voxels_per_case: int = 4_000_000
+
+
+VIEWER = ViewerConfig()

@@ -35,6 +35,7 @@ from nnunet_mtl.report.sources import (
     read_benchmark,
     read_probabilities,
 )
+from nnunet_mtl.report.viewer import select_cases, viewer_html
 from nnunet_mtl.training.progress import plot_training_curves
 
 REPORT_FILE = "report.html"
@@ -172,6 +173,15 @@ def _postprocessing_section(sources: ReportSources) -> Section:
     return Section("postprocessing", [mask_steps_table(post.determined_on)], [], notes)
 
 
+def _viewer_section(sources: ReportSources) -> Section:
+    ranked = ranked_cases(sources.metrics)
+    content = select_cases(ranked, sources.files)
+    if not content.cases:
+        return Section("viewer", [], [], ["no case has its image and prediction at hand (give --images DIR)"])
+    notes = [*content.notes(), "interactive in report.html only"]
+    return Section("viewer", [], [], notes, html=viewer_html(content, sources, ranked))
+
+
 def _sections(sources: ReportSources, out: Path) -> list[Section]:
     sections = [
         Section("metrics", [metrics_table(sources.metrics)], [], []),
@@ -206,8 +216,16 @@ def _sections(sources: ReportSources, out: Path) -> list[Section]:
     sections.append(_calibration_section(sources, out))
     sections.append(_postprocessing_section(sources))
     sections.append(
-        Section("cases", [cases_table(sources)], [], ["sorted by mean Dice; click a column to sort"], sortable=True)
+        Section(
+            "cases",
+            [cases_table(sources)],
+            [],
+            ["sorted by mean Dice; click a column to sort, a row to open the case in the viewer below"],
+            sortable=True,
+            keyed_rows=True,
+        )
     )
+    sections.append(_viewer_section(sources))
     sections.append(_overlay_section(sources, out))
 
     if sources.benchmark is not None:

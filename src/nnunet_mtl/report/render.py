@@ -18,6 +18,7 @@ SECTIONS = {
     "calibration": "Calibration of the subtype probabilities",
     "postprocessing": "Postprocessing (determined on validation)",
     "cases": "Per case",
+    "viewer": "Case viewer",
     "overlays": "Best and worst cases",
     "benchmark": "Inference benchmark",
 }
@@ -65,9 +66,11 @@ class Section:
     figures: list[Figure]
     notes: list[str]
     sortable: bool = False
+    keyed_rows: bool = False  # HTML rows carry their first cell as data-case (the viewer opens a row's case)
+    html: str = ""  # HTML-only content after the tables (the case viewer)
 
 
-def _table_html(table: Table, sortable: bool) -> str:
+def _table_html(table: Table, sortable: bool, keyed_rows: bool = False) -> str:
     numeric = table.numeric or [False] * len(table.header)
     head = "".join(f'<th data-numeric="{int(n)}">{html.escape(h)}</th>' for h, n in zip(table.header, numeric))
     body = []
@@ -76,7 +79,8 @@ def _table_html(table: Table, sortable: bool) -> str:
         for value, is_number in zip(row, numeric):
             css = "num" if is_number else (value if value in ("yes", "no") else "")
             cells.append(f'<td class="{css}">{html.escape(value)}</td>' if css else f"<td>{html.escape(value)}</td>")
-        body.append("<tr>" + "".join(cells) + "</tr>")
+        key = f' data-case="{html.escape(row[0])}"' if keyed_rows else ""
+        body.append(f"<tr{key}>" + "".join(cells) + "</tr>")
     css = ' class="sortable"' if sortable else ""
     table_html = f"<table{css}><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
     return f'<div class="scroll">{table_html}</div>'
@@ -106,7 +110,8 @@ def render_html(title: str, facts: list[tuple[str, str]], sections: list[Section
     for section in sections:
         parts.append(f'<section id="{section.key}"><h2>{SECTIONS[section.key]}</h2>')
         parts += [f'<p class="note">{html.escape(note)}</p>' for note in section.notes]
-        parts += [_table_html(table, section.sortable) for table in section.tables]
+        parts += [_table_html(table, section.sortable, section.keyed_rows) for table in section.tables]
+        parts += [section.html] if section.html else []
         parts += [_embedded(figure) for figure in section.figures]
         parts.append("</section>")
     parts.append(f"<script>{SORT_SCRIPT}</script></body></html>")
