@@ -21,6 +21,7 @@ from nnunet_mtl.inference.predictor import RECORDS_FOLDER, MultitaskPredictor, f
 from nnunet_mtl.model.checkpoint import save_checkpoint
 
 Usage = namedtuple("Usage", "total used free")
+FULL = "cannot be written: no space left on device (free space and run again)"
 
 
 @pytest.fixture(scope="module")

@@ -236,6 +236,6 @@ def test_full_disk_in_the_trainers_checkpoint_write_is_an_output_error(planned_d
     trainer.save_checkpoint(str(path))
     before = path.read_bytes()
     monkeypatch.setattr(torch, "save", _save_half_then_disk_full)
-    with pytest.raises(OutputError, match="checkpoint_latest.pth: cannot be written: no space left on device"):
+    with pytest.raises(OutputError, match=r"checkpoint_latest\.pth: cannot be written: no space left on device"):
         trainer.save_checkpoint(str(path))
     assert path.read_bytes() == before and not list(path.parent.glob(".tmp-*"))
