@@ -172,3 +172,39 @@ def test_read_volume_decompresses_once_and_reads_what_simpleitk_reads(tmp_path, 
     assert read.GetPixelID() == expected.GetPixelID()
     assert np.array_equal(sitk.GetArrayFromImage(read), sitk.GetArrayFromImage(expected))
     assert Geometry.of(read) == Geometry.of(expected)
+
+
+_FULL_DISK_WRITE = """
+import sys
+from pathlib import Path
+import numpy as np, SimpleITK as sitk
+from nnunet_mtl.errors import OutputError
+from nnunet_mtl.io import write_image_atomic
+folder = Path(sys.argv[1])
+noise = np.random.default_rng(0).integers(0, 255, (64, 128, 128), dtype=np.uint8)  # incompressible: 1 MiB
+try:
+    write_image_atomic(sitk.GetImageFromArray(noise), folder / "mask.nii.gz")
+except OutputError as err:
+    print("refused:", err)
+print("left:", sorted(p.name for p in folder.iterdir()))
+"""
+
+
+def test_a_really_full_disk_is_caught_although_simpleitk_says_nothing(tmp_path):
+    """A 256 KiB tmpfs in a user namespace (skipped where unprivileged namespaces are not allowed): SimpleITK
+    writes a truncated .nii.gz there and reports success."""
+    import shutil
+    import subprocess
+    import sys
+
+    if shutil.which("unshare") is None:
+        pytest.skip("no unshare")
+    small = tmp_path / "small"
+    small.mkdir()
+    script = f"mount -t tmpfs -o size=256k tmpfs {small} && {sys.executable} -c '{_FULL_DISK_WRITE}' {small}"
+    result = subprocess.run(["unshare", "-rm", "sh", "-c", script], capture_output=True, text=True, timeout=120)
+    if result.returncode != 0 and ("unshare:" in result.stderr or "mount:" in result.stderr):
+        pytest.skip(f"no user-namespace tmpfs here: {result.stderr.strip()[:200]}")
+    assert result.returncode == 0, result.stderr
+    assert f"refused: {small / 'mask.nii.gz'}: cannot be written: no space left on device" in result.stdout
+    assert "left: []" in result.stdout

@@ -124,6 +124,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from nnunet_mtl.config import InferenceConfig
     from nnunet_mtl.inference.run import predict
 
+    if args.status:
+        return _predict_status(args)
+
     config = InferenceConfig(
         memory_budget_gb=args.memory_budget_gb, tile_step_size=args.tile_step_size, precision=args.precision
     )
@@ -140,10 +143,13 @@ def cmd_predict(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         progress=progress_bar,
         log=print,
+        num_parts=args.num_parts,
+        part_id=args.part_id,
         postprocess=not args.no_postprocessing,
     )
     model = predictor.model
     paths = {r.path for r in results}
+    part = f" (part {args.part_id} of 0..{args.num_parts - 1})" if args.num_parts > 1 else ""
     post = predictor.postprocessing
     postprocessing = (
         "no postprocessing"
@@ -151,11 +157,25 @@ def cmd_predict(args: argparse.Namespace) -> int:
         else f"postprocessing: {', '.join(post.mask_steps) or 'no mask step'}, temperature {post.temperature:.3f}"
     )
     print(
-        f"predicted {len(results)} cases with {len(model.networks)} model(s) ({', '.join(model.members)}; "
+        f"predicted {len(results)} cases{part} with {len(model.networks)} model(s) ({', '.join(model.members)}; "
         f"{'/'.join(sorted(paths))} path, {predictor.precision}{', TTA' if args.tta else ''}; {postprocessing}) "
         f"in {time.perf_counter() - start:.1f} s: masks and subtype_results.csv in {args.output}"
     )
     return 0
+
+
+def _predict_status(args: argparse.Namespace) -> int:
+    """``predict --status``: exit 0 when every case is finished, 1 while some are missing."""
+    from nnunet_mtl.inference.run import status
+
+    finished, missing, settings = status(args.input, args.output)
+    total = len(finished) + len(missing)
+    print(f"{len(finished)} of {total} cases of {args.input} finished in {args.output}; {len(missing)} missing")
+    for name in missing:
+        print(f"missing {name}")
+    if settings > 1:
+        print(f"the finished cases were predicted with {settings} different settings (models or options)")
+    return 0 if not missing and settings <= 1 else 1
 
 
 def cmd_postprocess(args: argparse.Namespace) -> int:
@@ -367,6 +387,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", type=Path, required=True, metavar="OUT_DIR")
     p.add_argument("--tta", action="store_true", help="average both outputs over all mirrorings (8 passes)")
     p.add_argument("--overwrite", action="store_true", help="predict again cases already in OUT_DIR")
+    p.add_argument(
+        "--num-parts",
+        type=int,
+        default=1,
+        metavar="N",
+        help="split the cases into N parts (nnU-Net's -num_parts), e.g. one per GPU or SLURM array task",
+    )
+    p.add_argument("--part-id", type=int, default=0, metavar="K", help="the part this run predicts, 0..N-1")
+    p.add_argument(
+        "--status",
+        action="store_true",
+        help="only report which cases of IN_DIR are finished in OUT_DIR and list the missing ones "
+        "(exit 1 while any is missing); loads no model",
+    )
     p.add_argument(
         "--memory-budget-gb",
         type=float,

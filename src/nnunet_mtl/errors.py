@@ -23,6 +23,12 @@ class InputError(Exception):
         return type(self), (self.path, self.problem)
 
 
+class OutputError(InputError):
+    """An output that cannot be written (a full disk): one line naming the file; nothing partial is left."""
+
+    exit_code = 1
+
+
 def require_device(device: str) -> None:
     """Refuse ``cuda`` where PyTorch sees no CUDA device."""
     import torch

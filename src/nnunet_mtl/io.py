@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import gzip
 import os
 import shutil
@@ -15,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from nnunet_mtl.errors import InputError
+from nnunet_mtl.errors import InputError, OutputError
 
 NIFTI_SUFFIX = ".nii.gz"
 
@@ -35,6 +36,8 @@ GZIP_MAGIC = b"\x1f\x8b"
 SPACING_RTOL = 1e-4
 ORIGIN_ATOL_MM = 1e-3
 DIRECTION_ATOL = 1e-4
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+LOW_SPACE_BYTES = 64 * 2**20  # below this, an incomplete image file is put down to a full disk
 
 
 @dataclass(frozen=True)
@@ -204,16 +207,26 @@ def _parent_folders(path: Path) -> Iterator[None]:
 
 @contextlib.contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; on success it replaces ``path`` in one rename."""
+    """Yield a temporary path next to ``path``; on success it replaces ``path`` in one rename. A full disk
+    is an :class:`OutputError` naming ``path``, which is left as it was (no temporary file either)."""
     path = Path(path)
-    with _parent_folders(path):
-        tmp = _temp_sibling(path)
-        try:
-            yield tmp
-            os.chmod(tmp, FILE_MODE)
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
+    try:
+        with _parent_folders(path):
+            tmp = _temp_sibling(path)
+            try:
+                yield tmp
+                os.chmod(tmp, FILE_MODE)
+                os.replace(tmp, path)
+            finally:
+                tmp.unlink(missing_ok=True)
+    except OSError as err:
+        if err.errno in DISK_FULL:
+            raise disk_full(path) from err
+        raise
+
+
+def disk_full(path: Path) -> OutputError:
+    return OutputError(path, "cannot be written: no space left on device (free space and run again)")
 
 
 def remove_stale_temp_files(folder: Path) -> list[Path]:
@@ -232,6 +245,24 @@ def write_text_atomic(path: Path, text: str) -> None:
 def write_image_atomic(image: sitk.Image, path: Path) -> None:
     with atomic_path(path) as tmp:
         sitk.WriteImage(image, str(tmp), useCompression=True)
+        if tmp.name.endswith(".gz") and not _gzip_complete(tmp):  # ITK truncates silently on a full disk
+            if shutil.disk_usage(tmp.parent).free < LOW_SPACE_BYTES:
+                raise disk_full(path)
+            raise OutputError(path, "written incompletely by SimpleITK")
+
+
+def _gzip_complete(path: Path, chunk: int = 2**20) -> bool:
+    """Whether a gzip file holds a whole stream (its end and CRC), in constant memory."""
+    stream = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    try:
+        with open(path, "rb") as handle:
+            while data := handle.read(chunk):
+                while data and not stream.eof:
+                    stream.decompress(data, chunk)
+                    data = stream.unconsumed_tail
+    except zlib.error:
+        return False
+    return stream.eof
 
 
 @contextlib.contextmanager

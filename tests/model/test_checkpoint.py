@@ -193,3 +193,49 @@ def test_stock_predictor_loads_the_exported_model_weights_only(smoke_model, tmp_
     with weights_only_loads(), pytest.raises(pickle.UnpicklingError):
         initialize()
     assert FORCE_WEIGHTS_ONLY not in os.environ
+
+
+def _save_half_then_disk_full(obj, handle, *args, **kwargs):
+    import errno
+    import io
+
+    buffer = io.BytesIO()
+    _TORCH_SAVE(obj, buffer)
+    handle.write(buffer.getvalue()[: buffer.tell() // 2])
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+_TORCH_SAVE = torch.save
+
+
+def test_full_disk_in_a_checkpoint_write_leaves_the_old_one(tmp_path, monkeypatch):
+    from nnunet_mtl.errors import OutputError
+
+    path = tmp_path / "checkpoint_latest.pth"
+    save_checkpoint(_checkpoint(epoch=2), path)
+    before = path.read_bytes()
+    monkeypatch.setattr(torch, "save", _save_half_then_disk_full)
+    with pytest.raises(OutputError) as refused:
+        save_checkpoint(_checkpoint(epoch=3), path)
+    assert str(refused.value) == f"{path}: cannot be written: no space left on device (free space and run again)"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint_latest.pth"]  # no partial file
+    assert path.read_bytes() == before and load_checkpoint(path)["current_epoch"] == 2
+    monkeypatch.undo()  # space freed
+    save_checkpoint(_checkpoint(epoch=3), path)
+    assert load_checkpoint(path)["current_epoch"] == 3
+
+
+def test_full_disk_in_the_trainers_checkpoint_write_is_an_output_error(planned_dataset, nnunet_root, monkeypatch):
+    """The trainer writes through save_checkpoint (the CLI prints an OutputError as one line, as every InputError)."""
+    from nnunet_mtl.errors import OutputError
+    from tests.training.ext_trainers.smoke_trainers import nnUNetTrainerMultitaskScratch
+
+    trainer = make_trainer(nnunet_root, planned_dataset, nnUNetTrainerMultitaskScratch)
+    trainer.initialize()
+    path = Path(trainer.output_folder) / "checkpoint_latest.pth"
+    trainer.save_checkpoint(str(path))
+    before = path.read_bytes()
+    monkeypatch.setattr(torch, "save", _save_half_then_disk_full)
+    with pytest.raises(OutputError, match=r"checkpoint_latest\.pth: cannot be written: no space left on device"):
+        trainer.save_checkpoint(str(path))
+    assert path.read_bytes() == before and not list(path.parent.glob(".tmp-*"))

@@ -90,3 +90,30 @@ def test_inverse_frequency_weights():
     assert float((weights * counts).sum() / counts.sum()) == pytest.approx(1.0)
     ratio = float(weights[0] / weights[1])
     assert ratio == pytest.approx(31 / 11)
+
+
+_HANGING_RANK = """
+import os, socket, threading
+import torch.distributed as dist
+from nnunet_mtl.training.distributed import end_rank_on_error
+with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+dist.init_process_group("gloo", rank=0, world_size=1)
+threading.Thread(target=threading.Event().wait).start()  # a thread that never ends: shutdown would hang
+with end_rank_on_error(grace_seconds=1.0):
+    raise RuntimeError("rank failure")
+"""
+
+
+def test_a_failing_rank_ends_even_when_its_shutdown_hangs():
+    import subprocess
+    import sys
+    import time
+
+    start = time.monotonic()
+    result = subprocess.run([sys.executable, "-c", _HANGING_RANK], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1
+    assert "rank 0: RuntimeError: rank failure (ending this rank)" in result.stderr
+    assert time.monotonic() - start < 60

@@ -7,7 +7,7 @@ compatibility check with the folder's plans and dataset.json).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -19,7 +19,7 @@ from nnunet_mtl.model.checkpoint import (
     MultitaskState,
     available_folds,
     check_compatible,
-    load_checkpoint,
+    read_checkpoint,
     read_model_json,
 )
 from nnunet_mtl.model.multitask import MultitaskUNet, build_multitask_network
@@ -38,6 +38,7 @@ class LoadedModel:
     members: list[str]  # "fold_0/checkpoint_best.pth", ... in the order of ``networks``
     mirror_axes: tuple[int, ...] | None
     postprocessing: Postprocessing  # determined on the validation split (none where not determined)
+    digests: list[str] = field(default_factory=list)  # of the checkpoint bytes loaded, in the order of ``members``
 
 
 def load_model(
@@ -63,7 +64,7 @@ def load_model(
             raise InputError(folder, f"no fold_*/{files[0]} in the model folder")
     plans_manager = PlansManager(plans)
     checkpoint_paths = [folder / f"fold_{fold}" / name for fold in folds for name in files]
-    loaded = [load_checkpoint(path) for path in checkpoint_paths]
+    loaded, digests = zip(*(read_checkpoint(path) for path in checkpoint_paths))
     for path, checkpoint in zip(checkpoint_paths, loaded):
         check_compatible(path, checkpoint, plans, dataset_json)
     configuration = loaded[0]["init_args"]["configuration"]
@@ -106,4 +107,5 @@ def load_model(
         [str(p.relative_to(folder)) for p in checkpoint_paths],
         tuple(mirroring) if mirroring is not None else None,
         postprocessing,
+        list(digests),
     )

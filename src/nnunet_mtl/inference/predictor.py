@@ -10,8 +10,10 @@ the rest.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -28,6 +30,7 @@ from nnunet_mtl.inference.cases import mask_file_name, read_image, segmentation_
 from nnunet_mtl.inference.engine import InferenceEngine, PathChoice
 from nnunet_mtl.inference.forward import CasePrediction
 from nnunet_mtl.inference.model import LoadedModel
+from nnunet_mtl.inference.shards import RESULTS_LOCK, RUN_LOCK, exclusive, running
 from nnunet_mtl.io import remove_stale_temp_files, write_text_atomic
 from nnunet_mtl.postprocessing.plan import NONE as NO_POSTPROCESSING
 from nnunet_mtl.postprocessing.temperature import scaled_probabilities
@@ -90,6 +93,7 @@ class MultitaskPredictor:
             {
                 "model": str(model.folder.resolve()),
                 "members": model.members,
+                "checkpoints": model.digests,  # a model retrained under the same folder is another model
                 "tta": tta,
                 "precision": self.precision,
                 "path": path,
@@ -173,39 +177,66 @@ class MultitaskPredictor:
         overwrite: bool = False,
         progress: Progress | None = None,
         log: Callable[[str], None] | None = None,
+        all_cases: Sequence[Case] | None = None,
     ) -> list[CaseResult]:
-        """Predict every case (those already done are skipped unless ``overwrite``) and write the CSVs."""
+        """Predict every case (those already done are skipped unless ``overwrite``) and write the CSVs.
+
+        With ``all_cases`` (the whole folder, of which ``cases`` is this part's share: inference/shards.py)
+        the CSVs are rebuilt from the records of every case of ``all_cases`` finished with these settings."""
         out_dir = Path(out_dir)
-        for folder in (out_dir, out_dir / RECORDS_FOLDER):  # what a killed run was writing
-            remove_stale_temp_files(folder)
+        records = out_dir / RECORDS_FOLDER
         done = {} if overwrite else finished_cases(out_dir, cases, self.settings)
         if done and log is not None:
             log(f"{len(done)} of {len(cases)} cases already predicted in {out_dir} with these settings: skipped")
         todo = [c for c in cases if c.name not in done]
         results = dict(done)
-        with (
-            ThreadPoolExecutor(1, thread_name_prefix="preprocess") as reader,
-            ThreadPoolExecutor(1, thread_name_prefix="export") as writer,
-        ):
-            upcoming = reader.submit(self.preprocess, todo[0]) if todo else None
-            exporting: Future | None = None
-            indices = range(len(todo)) if progress is None else progress(range(len(todo)), len(todo), "predict")
-            for i in indices:
-                pre = upcoming.result()
-                upcoming = reader.submit(self.preprocess, todo[i + 1]) if i + 1 < len(todo) else None
-                start = time.perf_counter()
-                prediction = self.forward(pre.data)
-                seconds = time.perf_counter() - start
-                if exporting is not None:  # at most one case waits for export: memory stays bounded
+        with contextlib.ExitStack() as run:
+            joined: list[bool] = []
+
+            def join_run() -> None:  # before this run's first write: a bad first case leaves nothing behind
+                if not joined:
+                    run.enter_context(running(records / RUN_LOCK, lambda: _remove_temp_files(out_dir)))
+                    joined.append(True)
+
+            with (
+                ThreadPoolExecutor(1, thread_name_prefix="preprocess") as reader,
+                ThreadPoolExecutor(1, thread_name_prefix="export") as writer,
+            ):
+                upcoming = reader.submit(self.preprocess, todo[0]) if todo else None
+                exporting: Future | None = None
+                indices = range(len(todo)) if progress is None else progress(range(len(todo)), len(todo), "predict")
+                for i in indices:
+                    pre = upcoming.result()
+                    join_run()
+                    upcoming = reader.submit(self.preprocess, todo[i + 1]) if i + 1 < len(todo) else None
+                    start = time.perf_counter()
+                    prediction = self.forward(pre.data)
+                    seconds = time.perf_counter() - start
+                    if exporting is not None:  # at most one case waits for export: memory stays bounded
+                        result = exporting.result()
+                        results[result.name] = result
+                    exporting = writer.submit(self.export, pre, prediction, out_dir, seconds)
+                if exporting is not None:
                     result = exporting.result()
                     results[result.name] = result
-                exporting = writer.submit(self.export, pre, prediction, out_dir, seconds)
-            if exporting is not None:
-                result = exporting.result()
-                results[result.name] = result
-        ordered = [results[c.name] for c in cases]
-        write_results(out_dir, ordered)
-        return ordered
+            join_run()
+            _, missing = rebuild_results(out_dir, cases if all_cases is None else all_cases, self.settings)
+        if missing and log is not None:
+            log(missing_line(missing, out_dir))
+        return [results[c.name] for c in cases]
+
+
+def _remove_temp_files(out_dir: Path) -> None:
+    for folder in (out_dir, out_dir / RECORDS_FOLDER):  # what a killed run was writing
+        remove_stale_temp_files(folder)
+
+
+def missing_line(missing: Sequence[str], out_dir: Path) -> str:
+    shown = ", ".join(missing[:5]) + (", ..." if len(missing) > 5 else "")
+    return (
+        f"{len(missing)} case(s) still missing in {out_dir} ({shown}): parts still running, not run yet, or "
+        "predicted with other settings; the CSVs hold the others"
+    )
 
 
 def _record_path(out_dir: Path, name: str) -> Path:
@@ -241,3 +272,23 @@ def write_results(out_dir: Path, results: Sequence[CaseResult]) -> list[Path]:
         {r.name: r.probabilities for r in results},
         uncalibrated if all(p is not None for p in uncalibrated.values()) and results else None,
     )
+
+
+def rebuild_results(out_dir: Path, cases: Sequence[Case], settings: str) -> tuple[list[CaseResult], list[str]]:
+    """The CSVs of every case of ``cases`` finished in ``out_dir`` with ``settings``, rebuilt from the records
+    under the folder's results lock (several parts may finish at once); returns them and the names missing."""
+    out_dir = Path(out_dir)
+    with exclusive(out_dir / RECORDS_FOLDER / RESULTS_LOCK):
+        done = finished_cases(out_dir, cases, settings)
+        results = [done[c.name] for c in cases if c.name in done]
+        if results:
+            write_results(out_dir, results)
+    return results, [c.name for c in cases if c.name not in done]
+
+
+def folder_status(out_dir: Path, cases: Sequence[Case]) -> tuple[list[str], list[str], int]:
+    """(finished, missing) case names of ``cases`` in ``out_dir``, and how many different settings (models,
+    options) the finished ones were predicted with."""
+    done = finished_cases(out_dir, cases)
+    settings = Counter(result.settings for result in done.values())
+    return [c.name for c in cases if c.name in done], [c.name for c in cases if c.name not in done], len(settings)

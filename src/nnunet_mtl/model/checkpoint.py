@@ -10,9 +10,11 @@ with ``torch.load(weights_only=True)``: no pickled code runs. A model folder is 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import json
 import os
+import zipfile
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -101,17 +103,42 @@ def save_checkpoint(checkpoint: dict, path: Path) -> None:
 
 def load_checkpoint(path: Path, map_location: torch.device | str = "cpu") -> dict:
     """An nnunet-mtl checkpoint, read weights-only; anything else is an InputError naming the file."""
+    return read_checkpoint(path, map_location)[0]
+
+
+def read_checkpoint(path: Path, map_location: torch.device | str = "cpu") -> tuple[dict, str]:
+    """:func:`load_checkpoint` and a digest of the very bytes loaded (sha256, 16 hex digits): the file is
+    read once, so a checkpoint replaced while it is read cannot give weights of one and the digest of another.
+
+    The archive's CRCs are checked first: ``torch.load`` reads damaged tensor data without complaint."""
     path = Path(path)
     if not path.is_file():
         raise InputError(path, "checkpoint not found")
     try:
-        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:  # truncated, not a torch file, or pickled code that weights-only refuses
+        data = path.read_bytes()
+    except OSError as err:
+        raise InputError(path, f"cannot be read ({(err.strerror or str(err)).lower()})") from None
+    problem = _archive_problem(data)
+    if problem is not None:
+        raise InputError(path, f"cannot be loaded as an nnunet-mtl checkpoint ({problem})")
+    try:
+        checkpoint = torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
+    except Exception as err:  # not a torch file, or pickled code that weights-only refuses
         raise InputError(path, f"cannot be loaded as an nnunet-mtl checkpoint ({type(err).__name__})") from err
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != FORMAT or "multitask" not in checkpoint:
         found = checkpoint.get("format") if isinstance(checkpoint, dict) else type(checkpoint).__name__
         raise InputError(path, f"not an nnunet-mtl checkpoint (format {found!r}, expected {FORMAT!r})")
-    return checkpoint
+    return checkpoint, hashlib.sha256(data).hexdigest()[:16]
+
+
+def _archive_problem(data: bytes) -> str | None:
+    """What is wrong with a torch (zip) archive's bytes, or None."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            damaged = archive.testzip()
+    except (zipfile.BadZipFile, EOFError, OSError):  # OSError: zlib's, for a damaged compressed member
+        return "truncated, or not a torch archive"
+    return None if damaged is None else f"corrupt: checksum mismatch in {damaged}"
 
 
 def load_resume_checkpoint(path: Path, map_location: torch.device | str = "cpu") -> tuple[dict, Path]:

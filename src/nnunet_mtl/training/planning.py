@@ -20,6 +20,8 @@ from nnunet_mtl.errors import InputError
 from nnunet_mtl.io import check_writable_dir, write_text_atomic
 from nnunet_mtl.paths import CONFIGURATION, dataset_name_for, ensure_nnunet_env
 from nnunet_mtl.training.cpu_plan import describe, made_with, plan_for_cpu
+from nnunet_mtl.training.distributed import check_world_size
+from nnunet_mtl.training.subtypes import SubtypeMap, UnknownCaseError
 
 DEFAULT_NUM_FOLDS = 5  # nnU-Net's own split where a dataset has no splits_final.json
 
@@ -45,6 +47,25 @@ def check_training_inputs(dataset_id: int, fold: int, num_gpus: int = 1, num_pro
         raise InputError(None, f"--fold {fold}: nnU-Net's default split has folds 0..{DEFAULT_NUM_FOLDS - 1}")
     for root in (folders.preprocessed, folders.results):
         check_writable_dir(root)
+
+
+def check_planned_run(name: str, plans_identifier: str, fold: int, num_gpus: int) -> None:
+    """Before nnU-Net starts its processes: the GPUs fit the plan's batch, and every case of the fold's
+    training and validation splits has a subtype (the trainer checks again, on every rank)."""
+    from nnunetv2.paths import nnUNet_preprocessed
+
+    folder = Path(nnUNet_preprocessed.get()) / name
+    plans = load_json(folder / f"{plans_identifier}.json")
+    check_world_size(plans["configurations"][CONFIGURATION]["batch_size"], num_gpus)
+    splits_file = folder / SPLITS_FILE
+    if splits_file.is_file():
+        split = _read_splits(splits_file)[fold]
+        subtypes = SubtypeMap.load(folder)
+        try:
+            for part in ("train", "val"):
+                subtypes.require(split[part], f"fold {fold}'s {'validation' if part == 'val' else 'training'} split")
+        except UnknownCaseError as err:
+            raise InputError(splits_file, str(err)) from None
 
 
 def _read_splits(path: Path) -> list:

@@ -10,7 +10,7 @@ import torch
 from nnunet_mtl.config import PRESETS
 from nnunet_mtl.errors import InputError, require_device
 from nnunet_mtl.paths import CONFIGURATION, model_folder
-from nnunet_mtl.training.planning import check_training_inputs, ensure_planned
+from nnunet_mtl.training.planning import check_planned_run, check_training_inputs, ensure_planned
 from nnunet_mtl.training.tracking import enable_wandb
 
 EXT_TRAINER_VARIABLE = "nnUNet_extTrainer"
@@ -48,6 +48,7 @@ def train(
     if wandb:
         enable_wandb()
     name, plans_identifier = ensure_planned(dataset_id, preset, num_processes)
+    check_planned_run(name, plans_identifier, fold, num_gpus)
     register_trainers()
     if device == "cpu":
         torch.set_num_threads(os.cpu_count() or 1)

@@ -42,5 +42,12 @@ class SubtypeMap:
         """The subtypes of ``cases`` as class indices; a case without one is an error, never class 0."""
         return torch.tensor([self[case] for case in cases], dtype=torch.long)
 
+    def require(self, cases: Iterable[str], what: str) -> None:
+        """Refuse ``cases`` (of ``what``, e.g. "the validation split of fold 0") where any lacks a subtype."""
+        missing = sorted(set(cases) - set(self.subtypes))
+        if missing:
+            shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+            raise UnknownCaseError(f"{len(missing)} case(s) of {what} have no subtype in {self.path}: {shown}")
+
     def to_json(self) -> str:
         return json.dumps(self.subtypes, indent=2, sort_keys=True) + "\n"

@@ -34,7 +34,15 @@ from nnunet_mtl.model.checkpoint import (
 from nnunet_mtl.model.multitask import MultitaskUNet, build_multitask_network, reference_structure_maps
 from nnunet_mtl.precision import autocast, resolve_precision
 from nnunet_mtl.training.augmentation import initial_patch_size, training_transforms
-from nnunet_mtl.training.distributed import gather_objects, inverse_frequency_weights, weighted_cross_entropy
+from nnunet_mtl.training.distributed import (
+    barrier,
+    broadcast_from_rank0,
+    end_rank_on_error,
+    gather_objects,
+    inverse_frequency_weights,
+    rank_sampling,
+    weighted_cross_entropy,
+)
 from nnunet_mtl.training.optimizer import build_optimizer
 from nnunet_mtl.training.postprocess import determine_for_model, format_postprocessing
 from nnunet_mtl.training.progress import NAN, MultitaskLocalLogger
@@ -99,6 +107,28 @@ class nnUNetTrainerMultitask(nnUNetTrainer):
         super().initialize()
         self.multitask_network.has_regions = self.label_manager.has_regions
 
+    def _set_batch_size_and_oversample(self):
+        """nnU-Net's split of the plan's batch over DDP ranks; every rank draws foreground patches with the
+        global batch's share (training/distributed.py: nnU-Net gives rank 0 none with batch 2 on 2 GPUs)."""
+        if not self.is_ddp:
+            return super()._set_batch_size_and_oversample()
+        import torch.distributed as dist
+
+        sampling = rank_sampling(
+            self.configuration_manager.batch_size,
+            dist.get_world_size(),
+            dist.get_rank(),
+            self.oversample_foreground_percent,
+        )
+        self.batch_size = sampling.batch_size
+        self.oversample_foreground_percent = sampling.oversample_foreground_percent
+        self.probabilistic_oversampling = sampling.probabilistic
+        print(
+            f"rank {dist.get_rank()}: batch {sampling.batch_size}, foreground share "
+            f"{sampling.oversample_foreground_percent:.3g}{' per patch' if sampling.probabilistic else ''}",
+            flush=True,
+        )
+
     @property
     def multitask_network(self) -> MultitaskUNet:
         network = self.network.module if isinstance(self.network, DistributedDataParallel) else self.network
@@ -156,7 +186,15 @@ class nnUNetTrainerMultitask(nnUNetTrainer):
 
     # ------------------------------------------------------------------ training loop
 
+    def check_split_subtypes(self) -> None:
+        """Every case of this fold's training and validation splits has a subtype (on every rank, before the
+        first epoch: a validation case found missing at the first validation would stop one rank only)."""
+        train_keys, val_keys = self.do_split()
+        self.subtypes.require(train_keys, f"the training split of fold {self.fold}")
+        self.subtypes.require(val_keys, f"the validation split of fold {self.fold}")
+
     def on_train_start(self):
+        self.check_split_subtypes()
         super().on_train_start()
         if self.class_weights is None:  # restored by load_checkpoint when continuing
             self.class_weights = self.compute_class_weights()
@@ -270,16 +308,20 @@ class nnUNetTrainerMultitask(nnUNetTrainer):
 
     # ------------------------------------------------------------------ whole-volume validation
 
+    def rank_validation_keys(self) -> list[str]:
+        """This rank's share of the validation cases (all of them without DDP)."""
+        if self._validation_keys is None:
+            self._validation_keys = self.do_split()[1]
+        if not self.is_ddp:
+            return list(self._validation_keys)
+        import torch.distributed as dist
+
+        return self._validation_keys[self.local_rank :: dist.get_world_size()]
+
     def whole_volume_validation(
         self, export_folder: Path | None = None, save_probabilities: bool = False
     ) -> ValidationMetrics:
-        if self._validation_keys is None:
-            self._validation_keys = self.do_split()[1]
-        val_keys = self._validation_keys
-        if self.is_ddp:
-            import torch.distributed as dist
-
-            val_keys = val_keys[self.local_rank :: dist.get_world_size()]
+        val_keys = self.rank_validation_keys()
         dataset = self.dataset_class(self.preprocessed_dataset_folder, val_keys)
         was_ds = self.multitask_network.decoder.deep_supervision
         self.set_deep_supervision_enabled(False)
@@ -311,6 +353,7 @@ class nnUNetTrainerMultitask(nnUNetTrainer):
 
     def on_train_end(self):
         super().on_train_end()
+        barrier()  # rank 0's checkpoint_final (and best) are written before any rank loads one for validation
         if self.tensorboard is not None:
             self.tensorboard.close()
 
@@ -385,12 +428,17 @@ class nnUNetTrainerMultitask(nnUNetTrainer):
         done = self.current_epoch + 1
         # this epoch's checkpoint and plot come after this call: the next call's elapsed time holds them
         epochs = epochs_within_budget(self.training_seconds(), done, budget, schedule.num_epochs, validated)
+        epochs = broadcast_from_rank0(epochs)  # ranks' clocks differ: all must train the same epochs
         if epochs != self.num_epochs:
             if abs(epochs - self.num_epochs) > 1 or self.current_epoch < 2:
                 self.print_to_log_file(f"time budget {schedule.time_budget_minutes:g} min: {epochs} epochs")
             self.num_epochs = self.selection.num_epochs = self.lr_scheduler.max_steps = epochs
 
     def run_training(self):
+        with end_rank_on_error():
+            self._run_training()
+
+    def _run_training(self):
         self.on_train_start()
         self._resumed_at_epoch = self.current_epoch  # > 0 after --continue
         while self.current_epoch < self.num_epochs:
@@ -417,6 +465,10 @@ class nnUNetTrainerMultitask(nnUNetTrainer):
     def perform_actual_validation(self, save_probabilities: bool = False):
         """Final validation: masks in the original geometry (and with ``save_probabilities``, nnU-Net's
         ``--npz``, the probabilities there), subtype CSVs and nnunet-mtl's metrics."""
+        with end_rank_on_error():
+            self._perform_actual_validation(save_probabilities)
+
+    def _perform_actual_validation(self, save_probabilities: bool) -> None:
         folder = Path(self.output_folder) / "validation"
         folder.mkdir(parents=True, exist_ok=True)
         self.network.eval()

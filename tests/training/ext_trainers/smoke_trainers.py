@@ -88,3 +88,64 @@ class nnUNetTrainerMultitaskFaults(nnUNetTrainerMultitask):
         ):
             torch.save = _save_half_then_die
         super().save_checkpoint(filename)
+
+
+# nnU-Net's default foreground share (its DDP gives rank 0 none with batch 2 on 2 GPUs); early stopping at epoch 2
+GLOO = replace(STOP_EARLY, schedule=replace(STOP_EARLY.schedule, oversample_foreground_percent=0.33))
+
+
+class nnUNetTrainerMultitaskGloo(nnUNetTrainerMultitask):
+    """``STOP_EARLY`` under nnU-Net's DDP with gloo on the CPU (tests/training/ddp_gloo.py patches nnU-Net's
+    NCCL and CUDA calls; nnU-Net's trainer moves a DDP rank to CUDA, so this one moves it back). Each rank
+    writes what it did to ``ddp_rank<R>.json`` in the output folder after the final validation."""
+
+    mtl_config = GLOO
+    fail_rank: int | None = None  # this rank raises in its first training step of epoch 1
+
+    def __init__(self, plans, configuration, fold, dataset_json, device=torch.device("cpu")):  # noqa: B008
+        super().__init__(plans, configuration, fold, dataset_json, torch.device("cpu"))
+        from nnunet_mtl.precision import resolve_precision
+
+        self.device = torch.device("cpu")
+        self.grad_scaler = None
+        self.precision = resolve_precision(self.mtl_config.schedule.precision, self.device)
+        self.record = {"rank": self.local_rank, "validated": [], "combined": [], "foreground_patches": []}
+
+    def rank_validation_keys(self):
+        keys = super().rank_validation_keys()
+        self.record["validated"].append(list(keys))
+        return keys
+
+    def whole_volume_validation(self, *args, **kwargs):
+        metrics = super().whole_volume_validation(*args, **kwargs)
+        self.record["combined"].append(metrics.combined)
+        return metrics
+
+    def run_training(self):
+        super().run_training()
+        self.record["epochs"] = self.current_epoch
+
+    def train_step(self, batch):
+        if self.local_rank == self.fail_rank and self.current_epoch == 1:
+            raise RuntimeError(f"injected failure on rank {self.local_rank}")
+        target = batch["target"][0] if isinstance(batch["target"], list) else batch["target"]
+        self.record["foreground_patches"] += [int(patch.sum() > 0) for patch in target]
+        return super().train_step(batch)
+
+    def perform_actual_validation(self, save_probabilities: bool = False):
+        super().perform_actual_validation(save_probabilities)
+        import json
+
+        weights = self.multitask_network.state_dict()
+        self.record.update(
+            batch_size=self.batch_size,
+            oversample=self.oversample_foreground_percent,
+            probabilistic=self.probabilistic_oversampling,
+            weights_sum=float(sum(float(v.double().sum()) for v in weights.values())),
+        )
+        with open(os.path.join(self.output_folder, f"ddp_rank{self.local_rank}.json"), "w") as handle:
+            json.dump(self.record, handle)
+
+
+class nnUNetTrainerMultitaskGlooFail(nnUNetTrainerMultitaskGloo):
+    fail_rank = 1
