@@ -46,13 +46,16 @@ def test_epoch_count_never_shows_fewer_epochs_than_run():
 
 def test_summary_table_puts_targets_beside_what_was_reached():
     metrics = {
-        "segmentation": {"whole_pancreas": {"mean_dice": 0.93}, "lesion": {"mean_dice": 0.25}},
-        "classification": {"macro_f1": 0.8, "accuracy": 0.75},
+        "segmentation": {
+            "whole_pancreas": {"mean_dice": 0.93, "mean_dice_ci": [0.921, 0.94]},
+            "lesion": {"mean_dice": 0.25, "mean_dice_ci": [None, None]},
+        },
+        "classification": {"macro_f1": 0.8, "accuracy": 0.75, "intervals": {"macro_f1": {"ci": [0.6, 0.9]}}},
     }
     rows = [line.split() for line in summary_table(metrics).splitlines()]
-    assert rows[1][-4:] == [">=", "0.91", "0.9300", "yes"]
-    assert rows[2][-4:] == [">=", "0.31", "0.2500", "no"]
-    assert rows[3][-4:] == [">=", "0.70", "0.8000", "yes"]
+    assert rows[1][-5:] == [">=", "0.91", "0.9300", "0.921-0.940", "yes"]
+    assert rows[2][-5:] == [">=", "0.31", "0.2500", "-", "no"]
+    assert rows[3][-5:] == [">=", "0.70", "0.8000", "0.600-0.900", "yes"]
 
 
 @pytest.mark.parametrize("earlier_demo", [False, True])

@@ -173,6 +173,6 @@ def summary_table(metrics: dict) -> str:
     from nnunet_mtl.report.content import metrics_table
 
     table = metrics_table(metrics)
-    rows = [table.header[:4], *(row[:4] for row in table.rows)]
-    widths = [max(len(row[k]) for row in rows) for k in range(4)]
+    rows = [table.header[:5], *(row[:5] for row in table.rows)]  # metric, target, achieved, 95% CI, met
+    widths = [max(len(row[k]) for row in rows) for k in range(5)]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows)

@@ -20,7 +20,7 @@ def _overconfident(seed, n):
 def test_temperature_lowers_held_out_calibration_error_and_keeps_the_argmax():
     fit_truth, fit_probabilities = _overconfident(0, 400)
     test_truth, test_probabilities = _overconfident(1, 400)
-    temperature = fit_temperature(fit_truth, fit_probabilities, prior_sd=1.0)
+    temperature = fit_temperature(fit_truth, fit_probabilities, prior_sd=1.0, min_temperature=1.0)
     assert 2.3 < temperature < 3.8  # the miscalibration put in
     calibrated = scaled_probabilities(np.log(test_probabilities), temperature)
     assert np.array_equal(calibrated.argmax(axis=1), test_probabilities.argmax(axis=1))
@@ -30,13 +30,16 @@ def test_temperature_lowers_held_out_calibration_error_and_keeps_the_argmax():
     assert multiclass_log_loss(test_truth, calibrated) < multiclass_log_loss(test_truth, test_probabilities)
 
 
-def test_the_prior_keeps_a_perfect_validation_split_from_certainty():
+def test_a_perfect_validation_split_sharpens_nothing():
     truth = np.array([0, 1, 2] * 4)
     probabilities = np.full((12, 3), 0.2)
     probabilities[np.arange(12), truth] = 0.6  # every case right
-    temperature = fit_temperature(truth, probabilities, prior_sd=1.0)
-    assert 0.05 < temperature < 1.0  # sharper, but not to the bound
-    assert fit_temperature(truth, probabilities, prior_sd=0.01) == pytest.approx(1.0, abs=0.01)
+    # unconstrained, the prior keeps the fit off certainty (T -> 0) but it still sharpens
+    free = fit_temperature(truth, probabilities, prior_sd=1.0, min_temperature=0.05)
+    assert 0.05 < free < 1.0
+    assert fit_temperature(truth, probabilities, prior_sd=0.01, min_temperature=0.05) == pytest.approx(1.0, abs=0.01)
+    # the default only softens: these cases are no evidence that new ones will be as sure
+    assert fit_temperature(truth, probabilities, prior_sd=1.0, min_temperature=1.0) == 1.0
 
 
 def test_scaled_probabilities_are_a_softmax_of_the_logits():

@@ -108,7 +108,7 @@ def determine(
     steps, report = determine_mask_steps(cases, config)
     truth = [c.subtype_true for c in cases]
     raw = np.array([c.probabilities for c in cases])
-    temperature = fit_temperature(truth, raw, config.log_temperature_prior_sd)
+    temperature = fit_temperature(truth, raw, config.log_temperature_prior_sd, config.min_temperature)
     calibrated = scaled_probabilities(np.log(np.clip(raw, 1e-12, None)), temperature)
     calibration = {
         "log_loss_before": multiclass_log_loss(truth, raw),

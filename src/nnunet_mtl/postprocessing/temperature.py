@@ -2,8 +2,9 @@
 
 One temperature is fitted on the validation predictions by maximising the likelihood of the true subtypes,
 with a normal prior on ``log T`` (``PostprocessingConfig.log_temperature_prior_sd``): where every validation
-case is right, plain maximum likelihood sends T to 0 (certainty), which no held-out case supports. A
-temperature never changes the argmax, so the subtypes stay the same.
+case is right, plain maximum likelihood sends T to 0 (certainty), which no held-out case supports. T is at
+least ``PostprocessingConfig.min_temperature`` (1: softening only, see there why). A temperature never
+changes the argmax, so the subtypes stay the same.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import numpy as np
 from scipy.optimize import minimize_scalar
 from scipy.special import log_softmax
 
-LOG_T_BOUNDS = (math.log(0.05), math.log(20.0))
+MAX_TEMPERATURE = 20.0
 
 
 def scaled_probabilities(logits: np.ndarray, temperature: float) -> np.ndarray:
@@ -24,9 +25,11 @@ def scaled_probabilities(logits: np.ndarray, temperature: float) -> np.ndarray:
     return np.exp(log_softmax(np.asarray(logits, dtype=float) / temperature, axis=-1))
 
 
-def fit_temperature(truth: Sequence[int], probabilities: Sequence[Sequence[float]], prior_sd: float) -> float:
-    """The maximum a posteriori temperature for the cases' true subtypes and their (uncalibrated)
-    probabilities."""
+def fit_temperature(
+    truth: Sequence[int], probabilities: Sequence[Sequence[float]], prior_sd: float, min_temperature: float
+) -> float:
+    """The maximum a posteriori temperature, at least ``min_temperature``, for the cases' true subtypes and
+    their (uncalibrated) probabilities."""
     log_p = np.log(np.clip(np.asarray(probabilities, dtype=float), 1e-12, None))
     truth = np.asarray(truth)
 
@@ -34,5 +37,7 @@ def fit_temperature(truth: Sequence[int], probabilities: Sequence[Sequence[float
         nll = -log_softmax(log_p / math.exp(log_t), axis=1)[np.arange(len(truth)), truth].sum()
         return nll + log_t**2 / (2 * prior_sd**2)
 
-    result = minimize_scalar(objective, bounds=LOG_T_BOUNDS, method="bounded", options={"xatol": 1e-4})
-    return float(math.exp(result.x))
+    bounds = (math.log(min_temperature), math.log(MAX_TEMPERATURE))
+    result = minimize_scalar(objective, bounds=bounds, method="bounded", options={"xatol": 1e-4})
+    # the bounded search stops within its tolerance of a bound it runs into: there, the bound is the answer
+    return min_temperature if objective(bounds[0]) <= result.fun else float(math.exp(result.x))
