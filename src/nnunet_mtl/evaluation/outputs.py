@@ -144,9 +144,10 @@ def save_reliability_png(metrics: dict, path: Path) -> None:
     """Reliability diagram of the subtype probabilities (and of the uncalibrated ones, where present)."""
     figure, axis = plt.subplots(figsize=(4.6, 4.0), dpi=120)
     axis.plot([0, 1], [0, 1], color="#999", linestyle="--", linewidth=1, label="perfect calibration")
+    both = metrics.get("probabilities_uncalibrated") is not None
     for source, label, colour in (
         ("probabilities_uncalibrated", "uncalibrated", "#d62728"),
-        ("probabilities", "as predicted", "#1f77b4"),
+        ("probabilities", "calibrated" if both else "as predicted", "#1f77b4"),
     ):
         section = metrics.get(source)
         if section is None:
