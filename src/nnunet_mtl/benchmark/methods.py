@@ -24,6 +24,11 @@ from nnunet_mtl.config import InferenceConfig
 from nnunet_mtl.data.layout import Case
 
 
+def stock_precision(device: str) -> str:
+    """What stock nnU-Net's predictor computes in: fp16 autocast on CUDA, fp32 on a CPU (no autocast)."""
+    return "fp16" if device == "cuda" else "fp32"
+
+
 @dataclass(frozen=True)
 class MethodSpec:
     key: str
@@ -141,7 +146,7 @@ def _run_stock(spec: MethodSpec, device: torch.device) -> dict:
     return {
         "seconds_per_case": seconds,
         "folder_seconds": folder_seconds,
-        "precision": "fp16" if device.type == "cuda" else "fp32",
+        "precision": stock_precision(device.type),
         "paths": ["sliding"],
         "forward_passes_per_case": None,  # the same tiles and flips as (a'), which counts them
         "subtypes": None,

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import torch
 
-from nnunet_mtl.benchmark.methods import MethodSpec, run_method
+from nnunet_mtl.benchmark.methods import MethodSpec, run_method, stock_precision
 from nnunet_mtl.data.layout import Case
 from nnunet_mtl.errors import InputError
 from nnunet_mtl.io import check_writable_dir, write_text_atomic
@@ -55,7 +55,8 @@ def method_specs(
     alt_precision = "fp32" if resolve_precision("auto", torch.device(device)) != "fp32" else "bf16"
     specs = {
         "a": replace(base, kind="stock", model_dir=stock_dir),
-        "a_ref": replace(base, path="sliding", tta=True, folder_run=False),
+        # stock's tiles, flips and precision (ours would take bf16 on a CPU with bf16 units; stock takes fp32)
+        "a_ref": replace(base, path="sliding", tta=True, folder_run=False, precision=stock_precision(device)),
         "b": replace(base, path="whole", encoder_twice=True),
         "c": base,
         "d": replace(base, tta=True),
