@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
+from pathlib import Path
 
 CHROMIUM_ARGUMENTS = (
     "--headless=new",
@@ -26,7 +28,8 @@ def missing_browser() -> str | None:
     return None
 
 
-def start_chromium():
+def start_chromium(scratch: Path):
+    """Chromium with its temporary files (profile, singleton socket) under ``scratch``, not the system's /tmp."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -36,7 +39,8 @@ def start_chromium():
     options.binary_location = shutil.which("chromium")
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     # the driver's path given: Selenium Manager, which would look for browsers online, stays out
-    return webdriver.Chrome(options=options, service=Service(shutil.which("chromedriver")))
+    service = Service(shutil.which("chromedriver"), env={**os.environ, "TMPDIR": str(scratch)})
+    return webdriver.Chrome(options=options, service=service)
 
 
 def viewer_state(driver) -> dict:

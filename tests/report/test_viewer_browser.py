@@ -45,7 +45,7 @@ def test_viewer_opens_cases_scrolls_slices_and_toggles_overlays(report, tmp_path
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
 
-    driver = start_chromium()
+    driver = start_chromium(tmp_path)
     try:
         start = time.monotonic()
         driver.get(report.as_uri())
