@@ -43,6 +43,14 @@ def phantom_copy(small_phantom, tmp_path) -> Path:
     return Path(shutil.copytree(small_phantom, tmp_path / "data"))
 
 
+def renamed_images(phantom: Path, folder: Path, count: int, first_id: int) -> Path:
+    """``count`` cases for a prediction folder: the phantom's test images, repeated, as quiz_<id>_0000.nii.gz."""
+    sources = sorted((phantom / "test").glob("*_0000.nii.gz"))
+    for i in range(count):
+        shutil.copyfile(sources[i % len(sources)], folder / f"quiz_{first_id + i}_0000.nii.gz")
+    return folder
+
+
 def tree_snapshot(root: Path) -> set[str]:
     """All paths under ``root`` (hidden ones included), relative to it."""
     if not root.exists():

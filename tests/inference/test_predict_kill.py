@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -17,6 +16,7 @@ import SimpleITK as sitk
 from nnunet_mtl.data.subtype_csv import RESULTS_CSV
 from nnunet_mtl.inference.predictor import RECORDS_FOLDER
 from nnunet_mtl.io import Geometry
+from tests.conftest import renamed_images
 
 NUM_CASES = 8
 TIMEOUT_S = 180
@@ -25,11 +25,7 @@ TIMEOUT_S = 180
 @pytest.fixture(scope="module")
 def images(small_phantom, tmp_path_factory) -> Path:
     """Eight cases: the phantom's test images under new names."""
-    folder = tmp_path_factory.mktemp("kill_inputs")
-    sources = sorted((small_phantom / "test").glob("*_0000.nii.gz"))
-    for i in range(NUM_CASES):
-        shutil.copyfile(sources[i % len(sources)], folder / f"quiz_{500 + i}_0000.nii.gz")
-    return folder
+    return renamed_images(small_phantom, tmp_path_factory.mktemp("kill_inputs"), NUM_CASES, 500)
 
 
 def predict(model_dir: Path, images: Path, out: Path, console: Path, *extra: str) -> subprocess.Popen:

@@ -15,6 +15,7 @@ from nnunet_mtl.data.layout import Case
 from nnunet_mtl.data.subtype_csv import PROBABILITIES_CSV, RESULTS_CSV, read_probabilities_csv, read_subtype_csv
 from nnunet_mtl.inference.predictor import RECORDS_FOLDER, CaseResult, _write_record, rebuild_results
 from nnunet_mtl.inference.shards import part_of
+from tests.conftest import renamed_images
 
 NUM_CASES = 8
 NUM_PARTS = 3
@@ -75,11 +76,7 @@ def test_parts_finishing_at_the_same_moment_leave_every_case_once(tmp_path):
 
 @pytest.fixture(scope="module")
 def images(small_phantom, tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("shard_inputs")
-    sources = sorted((small_phantom / "test").glob("*_0000.nii.gz"))
-    for i in range(NUM_CASES):
-        shutil.copyfile(sources[i % len(sources)], folder / f"quiz_{600 + i}_0000.nii.gz")
-    return folder
+    return renamed_images(small_phantom, tmp_path_factory.mktemp("shard_inputs"), NUM_CASES, 600)
 
 
 def start_part(model_dir: Path, images: Path, out: Path, part: int, console: Path) -> subprocess.Popen:

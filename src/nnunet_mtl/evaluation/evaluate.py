@@ -91,7 +91,7 @@ class CaseResult:
         surface = self.surface["lesion"]
         return bool(lesion_present(surface.volume_true_ml if truth else surface.volume_pred_ml, config))
 
-    def to_json(self) -> dict:
+    def to_json(self, config: EvaluationConfig = EVALUATION) -> dict:
         def clean(value: float) -> float | None:
             return None if value is None or math.isnan(value) else value
 
@@ -101,8 +101,8 @@ class CaseResult:
             values[f"hd95_{region}_mm"] = clean(surface.hd)
             values[f"volume_pred_ml_{region}"] = surface.volume_pred_ml
             values[f"volume_true_ml_{region}"] = surface.volume_true_ml
-        values["lesion_present_true"] = self.lesion_present(True)
-        values["lesion_present_pred"] = self.lesion_present(False)
+        values["lesion_present_true"] = self.lesion_present(True, config)
+        values["lesion_present_pred"] = self.lesion_present(False, config)
         values |= {"subtype_true": self.subtype_true, "subtype_pred": self.subtype_pred}
         values |= {"probabilities": self.probabilities, "probabilities_uncalibrated": self.probabilities_uncalibrated}
         return values
@@ -170,7 +170,7 @@ class Evaluation:
             "classification_note": self.classification_note,
             "probabilities": self._probabilities(uncalibrated=False),
             "probabilities_uncalibrated": self._probabilities(uncalibrated=True),
-            "cases": [c.to_json() for c in self.cases],
+            "cases": [c.to_json(self.config) for c in self.cases],
         }
 
 

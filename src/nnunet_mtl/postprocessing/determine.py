@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nnunet_mtl.config import POSTPROCESSING, PostprocessingConfig
+from nnunet_mtl.config import EVALUATION, POSTPROCESSING, PostprocessingConfig
 from nnunet_mtl.data.labels import REGIONS
 from nnunet_mtl.data.subtype_csv import (
     PROBABILITIES_CSV,
@@ -28,9 +28,7 @@ from nnunet_mtl.evaluation.metrics import region_dice, summarize_region
 from nnunet_mtl.io import NIFTI_SUFFIX
 from nnunet_mtl.postprocessing.components import STEPS, apply_step
 from nnunet_mtl.postprocessing.plan import Postprocessing
-from nnunet_mtl.postprocessing.temperature import fit_temperature, scaled_probabilities
-
-ECE_BINS = 10
+from nnunet_mtl.postprocessing.temperature import fit_temperature, rescaled_probabilities
 
 
 @dataclass
@@ -109,12 +107,13 @@ def determine(
     truth = [c.subtype_true for c in cases]
     raw = np.array([c.probabilities for c in cases])
     temperature = fit_temperature(truth, raw, config.log_temperature_prior_sd, config.min_temperature)
-    calibrated = scaled_probabilities(np.log(np.clip(raw, 1e-12, None)), temperature)
+    calibrated = rescaled_probabilities(raw, temperature)
+    bins = EVALUATION.calibration_bins
     calibration = {
         "log_loss_before": multiclass_log_loss(truth, raw),
         "log_loss_after": multiclass_log_loss(truth, calibrated),
-        "ece_before": expected_calibration_error(truth, raw, ECE_BINS),
-        "ece_after": expected_calibration_error(truth, calibrated, ECE_BINS),
+        "ece_before": expected_calibration_error(truth, raw, bins),
+        "ece_after": expected_calibration_error(truth, calibrated, bins),
         "note": "on the cases the temperature was fitted on; held-out numbers are in the report of a test split",
     }
     determined_on = {"source": source, "cases": len(cases), "mask_steps": report, "temperature": calibration}

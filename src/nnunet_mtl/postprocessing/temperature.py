@@ -25,12 +25,22 @@ def scaled_probabilities(logits: np.ndarray, temperature: float) -> np.ndarray:
     return np.exp(log_softmax(np.asarray(logits, dtype=float) / temperature, axis=-1))
 
 
+def _log(probabilities) -> np.ndarray:
+    return np.log(np.clip(np.asarray(probabilities, dtype=float), 1e-12, None))
+
+
+def rescaled_probabilities(probabilities, temperature: float) -> np.ndarray:
+    """Probabilities (a CSV's, say) as they are at ``temperature``: their logarithms are the logits up to a
+    constant per case."""
+    return scaled_probabilities(_log(probabilities), temperature)
+
+
 def fit_temperature(
     truth: Sequence[int], probabilities: Sequence[Sequence[float]], prior_sd: float, min_temperature: float
 ) -> float:
     """The maximum a posteriori temperature, at least ``min_temperature``, for the cases' true subtypes and
     their (uncalibrated) probabilities."""
-    log_p = np.log(np.clip(np.asarray(probabilities, dtype=float), 1e-12, None))
+    log_p = _log(probabilities)
     truth = np.asarray(truth)
 
     def objective(log_t: float) -> float:

@@ -23,6 +23,7 @@ from nnunet_mtl.evaluation.outputs import write_evaluation
 from nnunet_mtl.io import NIFTI_SUFFIX, write_image_atomic
 from nnunet_mtl.postprocessing.determine import determine_for_folders
 from nnunet_mtl.postprocessing.plan import Postprocessing, write_postprocessing
+from nnunet_mtl.postprocessing.temperature import rescaled_probabilities
 
 VALIDATION_FOLDER = "validation"
 POSTPROCESSED_FOLDER = "postprocessed"
@@ -55,7 +56,7 @@ def apply_to_validation(postprocessing: Postprocessing, folder: Path, gt_folder:
         processed = sitk.GetImageFromArray(postprocessing.segmentation(labels).astype(np.uint8))
         processed.CopyInformation(image)
         write_image_atomic(processed, out / f"{name}{NIFTI_SUFFIX}")
-    calibrated = {name: postprocessing.probabilities(np.log(np.clip(p, 1e-12, None))) for name, p in raw.items()}
+    calibrated = {name: rescaled_probabilities(p, postprocessing.temperature) for name, p in raw.items()}
     write_subtype_outputs(
         out,
         {name: int(np.argmax(p)) for name, p in calibrated.items()},
