@@ -198,27 +198,34 @@ class MultitaskPredictor:
                     run.enter_context(running(records / RUN_LOCK, lambda: _remove_temp_files(out_dir)))
                     joined.append(True)
 
-            with (
-                ThreadPoolExecutor(1, thread_name_prefix="preprocess") as reader,
-                ThreadPoolExecutor(1, thread_name_prefix="export") as writer,
-            ):
-                upcoming = reader.submit(self.preprocess, todo[0]) if todo else None
-                exporting: Future | None = None
-                indices = range(len(todo)) if progress is None else progress(range(len(todo)), len(todo), "predict")
-                for i in indices:
-                    pre = upcoming.result()
-                    join_run()
-                    upcoming = reader.submit(self.preprocess, todo[i + 1]) if i + 1 < len(todo) else None
-                    start = time.perf_counter()
-                    prediction = self.forward(pre.data)
-                    seconds = time.perf_counter() - start
-                    if exporting is not None:  # at most one case waits for export: memory stays bounded
+            try:
+                with (
+                    ThreadPoolExecutor(1, thread_name_prefix="preprocess") as reader,
+                    ThreadPoolExecutor(1, thread_name_prefix="export") as writer,
+                ):
+                    upcoming = reader.submit(self.preprocess, todo[0]) if todo else None
+                    exporting: Future | None = None
+                    indices = range(len(todo)) if progress is None else progress(range(len(todo)), len(todo), "predict")
+                    for i in indices:
+                        pre = upcoming.result()
+                        join_run()
+                        upcoming = reader.submit(self.preprocess, todo[i + 1]) if i + 1 < len(todo) else None
+                        start = time.perf_counter()
+                        prediction = self.forward(pre.data)
+                        seconds = time.perf_counter() - start
+                        if exporting is not None:  # at most one case waits for export: memory stays bounded
+                            result = exporting.result()
+                            results[result.name] = result
+                        exporting = writer.submit(self.export, pre, prediction, out_dir, seconds)
+                    if exporting is not None:
                         result = exporting.result()
                         results[result.name] = result
-                    exporting = writer.submit(self.export, pre, prediction, out_dir, seconds)
-                if exporting is not None:
-                    result = exporting.result()
-                    results[result.name] = result
+            except Exception:
+                # a part of a sharded run that fails may be the last to end: the CSVs the others wrote lack
+                # what it finished (a whole run that fails writes none, as before)
+                if joined and all_cases is not None and len(all_cases) > len(cases):
+                    rebuild_results(out_dir, all_cases, self.settings)
+                raise
             join_run()
             _, missing = rebuild_results(out_dir, cases if all_cases is None else all_cases, self.settings)
         if missing and log is not None:
