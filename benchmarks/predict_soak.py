@@ -110,7 +110,7 @@ def run_soak(model_dir: Path, images: Path, out: Path, num_cases: int, every: in
     window = max(1, min(every, len(stages)))
 
     def mean_seconds(part: list[dict]) -> dict:
-        return {k: round(sum(s[k] for s in part) / len(part), 4) for k in ("preprocess", "forward", "export")}
+        return {k: round(sum(s[k] for s in part) / len(part), 4) for k in ("read", "preprocess", "forward", "export")}
 
     intervals = [(b["seconds"] - a["seconds"]) / (b["cases"] - a["cases"]) for a, b in itertools.pairwise(samples)]
     return {

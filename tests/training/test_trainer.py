@@ -371,3 +371,25 @@ def test_cpu_training_step_in_bf16_where_chosen(trainer_with_batch):
         trainer.precision = precision
         step = trainer._step(small, train=True)
         assert step["output"].segmentation[0].dtype == dtype and torch.isfinite(step["total"])
+
+
+def test_final_validation_and_predict_give_the_same_masks_and_probabilities(smoke_model, small_phantom, tmp_path):
+    """One inference engine: the checkpoint is selected on exactly what ``predict`` deploys."""
+    from nnunet_mtl.data.subtype_csv import PROBABILITIES_CSV, read_probabilities_csv
+    from nnunet_mtl.inference.model import load_model
+    from nnunet_mtl.inference.predictor import MultitaskPredictor
+
+    folder, _ = smoke_model  # trained with --val_best: the final validation ran checkpoint_best
+    validation = folder / "fold_0" / "validation"
+    cases = scan_assignment_data(small_phantom).validation
+    predictor = MultitaskPredictor(load_model(folder, (0,), ("best",)), "cpu", postprocess=False)
+    out = tmp_path / "pred"
+    predictor.predict_folder(cases, out)
+    validated = read_probabilities_csv(validation / PROBABILITIES_CSV)
+    predicted = read_probabilities_csv(out / PROBABILITIES_CSV)
+    assert sorted(validated) == sorted(c.name for c in cases)
+    for case in cases:
+        mask = sitk.GetArrayFromImage(sitk.ReadImage(str(out / f"{case.name}.nii.gz")))
+        reference = sitk.GetArrayFromImage(sitk.ReadImage(str(validation / f"{case.name}.nii.gz")))
+        assert np.array_equal(mask, reference), case.name
+        assert predicted[case.name] == pytest.approx(validated[case.name], abs=1e-6), case.name

@@ -42,6 +42,7 @@ class MethodSpec:
     cases: tuple[Case, ...]
     tta: bool = False
     path: str = "auto"  # ours: "auto", "whole" or "sliding"
+    tile_step_size: float = InferenceConfig.tile_step_size  # ours, on the sliding-window path
     precision: str = "auto"
     encoder_twice: bool = False  # ours: the seed's forward (full network, then the encoder again)
     folder_run: bool = True  # also time the folder (batch) mode
@@ -81,7 +82,12 @@ def _run_ours(spec: MethodSpec, device: torch.device) -> dict:
         model.networks = [EncoderTwiceUNet(network) for network in model.networks]
     # no postprocessing: the rows compare the same network's outputs with stock nnU-Net's
     predictor = MultitaskPredictor(
-        model, device, spec.tta, InferenceConfig(precision=spec.precision), spec.path, postprocess=False
+        model,
+        device,
+        spec.tta,
+        InferenceConfig(tile_step_size=spec.tile_step_size, precision=spec.precision),
+        spec.path,
+        postprocess=False,
     )
     seconds, results = {}, []
     for case in spec.cases:
@@ -99,8 +105,10 @@ def _run_ours(spec: MethodSpec, device: torch.device) -> dict:
         "precision": predictor.precision,
         "paths": sorted({r.path for r in results}),
         "forward_passes_per_case": statistics.median(r.forward_passes for r in results),
+        "forward_passes": {r.name: r.forward_passes for r in results},
         "stage_seconds_median": {
-            stage: statistics.median(r.seconds[stage] for r in results) for stage in ("preprocess", "forward", "export")
+            stage: statistics.median(r.seconds[stage] for r in results)
+            for stage in ("read", "preprocess", "forward", "export")
         },
         "subtypes": {r.name: r.subtype for r in results},
         "subtype_probabilities": {r.name: r.probabilities for r in results},

@@ -43,7 +43,8 @@ class PreprocessedCase:
     case: Case
     data: torch.Tensor  # (channels, *spatial) after nnU-Net's cropping, resampling and normalisation
     properties: dict  # nnU-Net's properties, needed to restore the input geometry
-    seconds: float
+    read_seconds: float  # reading the image file or series
+    seconds: float  # nnU-Net's preprocessing after the read
 
 
 @dataclass(frozen=True)
@@ -112,12 +113,13 @@ class MultitaskPredictor:
     def preprocess(self, case: Case) -> PreprocessedCase:
         start = time.perf_counter()
         data, properties = read_image(case.image)
+        read = time.perf_counter()
         model = self.model
         data, _, properties = self.preprocessor.run_case_npy(
             data, None, properties, model.plans_manager, model.configuration_manager, model.dataset_json
         )
         tensor = torch.from_numpy(np.ascontiguousarray(data, dtype=np.float32))
-        return PreprocessedCase(case, tensor, properties, time.perf_counter() - start)
+        return PreprocessedCase(case, tensor, properties, read - start, time.perf_counter() - read)
 
     def forward(self, data: torch.Tensor) -> CasePrediction:
         """Both outputs for one preprocessed case, averaged over the model's members (folds, checkpoints)."""
@@ -143,7 +145,7 @@ class MultitaskPredictor:
         logits = prediction.class_logits.float().cpu().numpy()
         probabilities = self.postprocessing.probabilities(logits)
         calibrated = self.postprocessing.temperature != 1.0
-        result_seconds = {"preprocess": pre.seconds, "forward": forward_seconds}
+        result_seconds = {"read": pre.read_seconds, "preprocess": pre.seconds, "forward": forward_seconds}
         result = CaseResult(
             pre.case.name,
             int(probabilities.argmax()),

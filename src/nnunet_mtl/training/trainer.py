@@ -32,7 +32,7 @@ from nnunet_mtl.model.checkpoint import (
     training_checkpoint,
 )
 from nnunet_mtl.model.multitask import MultitaskUNet, build_multitask_network, reference_structure_maps
-from nnunet_mtl.precision import autocast, resolve_precision
+from nnunet_mtl.precision import resolve_precision
 from nnunet_mtl.training.augmentation import initial_patch_size, training_transforms
 from nnunet_mtl.training.distributed import (
     barrier,
@@ -41,12 +41,12 @@ from nnunet_mtl.training.distributed import (
     gather_objects,
     inverse_frequency_weights,
     rank_sampling,
-    weighted_cross_entropy,
 )
 from nnunet_mtl.training.optimizer import build_optimizer
 from nnunet_mtl.training.postprocess import determine_for_model, format_postprocessing
 from nnunet_mtl.training.progress import NAN, MultitaskLocalLogger
 from nnunet_mtl.training.selection import CheckpointSelection, epochs_within_budget
+from nnunet_mtl.training.step import multitask_losses, optimise
 from nnunet_mtl.training.subtypes import SubtypeMap
 from nnunet_mtl.training.tracking import TensorBoardLogger
 from nnunet_mtl.training.validation import (
@@ -219,18 +219,19 @@ class nnUNetTrainerMultitask(nnUNetTrainer):
         )
         subtype = self.subtype_targets(batch["keys"]).to(self.device)
         maps = self.reference_maps(target) if train else None
-        with autocast(self.precision, self.device):
-            output = self.network(data, detach_head_input=train and self.phase() == 1, reference_maps=maps)
-            seg_loss = self.loss(output.segmentation, target)
-            cls_loss = weighted_cross_entropy(output.class_logits, subtype, self.class_weights)
-            total = seg_loss + self.cls_weight() * cls_loss
-        return {
-            "output": output,
-            "target": target,
-            "seg_loss": seg_loss,
-            "cls_loss": cls_loss,
-            "total": total,
-        }
+        losses = multitask_losses(
+            self.network,
+            self.loss,
+            data,
+            target,
+            subtype,
+            self.class_weights,
+            self.cls_weight(),
+            self.precision,
+            detach_head_input=train and self.phase() == 1,
+            reference_maps=maps,
+        )
+        return {**losses._asdict(), "target": target}
 
     def reference_maps(self, target) -> torch.Tensor | None:
         """Whole-pancreas and lesion maps (batch, 2, *spatial) from the reference mask, if so configured."""
@@ -245,31 +246,21 @@ class nnUNetTrainerMultitask(nnUNetTrainer):
     def train_step(self, batch: dict) -> dict:
         self.optimizer.zero_grad(set_to_none=True)
         step = self._step(batch, train=True)
-        clip = self.mtl_config.loss.grad_clip_norm
-        if self.grad_scaler is not None:
-            self.grad_scaler.scale(step["total"]).backward()
-            self.grad_scaler.unscale_(self.optimizer)
-            self._rescale_head_gradient()
-            torch.nn.utils.clip_grad_norm_(self.network.parameters(), clip)
-            self.grad_scaler.step(self.optimizer)
-            self.grad_scaler.update()
-        else:
-            step["total"].backward()
-            self._rescale_head_gradient()
-            torch.nn.utils.clip_grad_norm_(self.network.parameters(), clip)
-            self.optimizer.step()
+        divisor = self.cls_weight() if self.mtl_config.loss.head_full_rate else None
+        optimise(
+            step["total"],
+            self.network,
+            self.multitask_network.head,
+            self.optimizer,
+            self.grad_scaler,
+            self.mtl_config.loss.grad_clip_norm,
+            divisor,
+        )
         return {
             "loss": step["total"].detach().float().cpu().numpy(),
             "seg_loss": step["seg_loss"].detach().float().cpu().numpy(),
             "cls_loss": step["cls_loss"].detach().float().cpu().numpy(),
         }
-
-    def _rescale_head_gradient(self) -> None:
-        """Undo the classification loss weight on the head's own (unshared) parameters."""
-        if self.mtl_config.loss.head_full_rate:
-            for parameter in self.multitask_network.head.parameters():
-                if parameter.grad is not None:
-                    parameter.grad.div_(self.cls_weight())
 
     def _log_mean(self, key: str, values) -> None:
         self.logger.log(key, float(np.mean(gather_objects([float(v) for v in values]))), self.current_epoch)
