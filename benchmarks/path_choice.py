@@ -12,8 +12,10 @@ method runner), in the same precision (stock's: fp32 on a CPU, fp16 on CUDA), wi
 Each is scored against the truth and paired with the reference (``nnunet-mtl compare``: Dice differences
 with bootstrap intervals, McNemar on subtype correctness), over all cases and over the cases larger than
 one patch (where the paths differ at all: a case within the patch is one tile on every path). The
-criterion of issue 15: the fastest path whose mean Dice is within 0.01 of the reference's on both regions
-and whose subtype accuracy is within one case of it.
+criterion of issue 15, as ``train`` applies it on the validation split (training/inference_choice.py): the
+fastest path whose mean Dice is at most 0.01 below the reference's on both regions and whose subtype accuracy
+is at most one case below it. The table also names what the model folder chose on its validation split
+(``nnunet_mtl_inference.json``) and whether that choice meets the criterion on these cases.
 
     python benchmarks/path_choice.py --model-dir MODEL -i CASES --truth KEY --out OUT [--device cpu]
 """
@@ -27,8 +29,10 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-DICE_TOLERANCE = 0.01
-CASES_TOLERANCE = 1
+from nnunet_mtl.config import InferenceConfig
+
+DICE_TOLERANCE = InferenceConfig.choice_dice_tolerance
+CASES_TOLERANCE = InferenceConfig.choice_subtype_cases
 VARIANTS = {  # name: (path, step, mirroring)
     "stock tiles": ("sliding", 0.5, True),
     "one pass": ("whole", 0.5, False),
@@ -110,12 +114,28 @@ def score(results: dict[str, dict], out: Path, truth: Path) -> dict:
     keeping = [
         name
         for name, entry in summary.items()
-        if abs(entry["all"]["dice_whole"][1]["value"]) <= DICE_TOLERANCE
-        and abs(entry["all"]["dice_lesion"][1]["value"]) <= DICE_TOLERANCE
+        if entry["all"]["dice_whole"][1]["value"] >= -DICE_TOLERANCE
+        and entry["all"]["dice_lesion"][1]["value"] >= -DICE_TOLERANCE
         and entry["all"]["correct"] >= reference["correct"] - CASES_TOLERANCE
     ]
+    for name in summary:
+        summary[name]["meets_criterion"] = name in keeping
     fastest = min(keeping, key=lambda n: summary[n]["forward_seconds_per_case"])
     return {"variants": summary, "num_cases": len(names), "num_larger_than_patch": len(multi_tile), "choice": fastest}
+
+
+def model_choice(model_dir: Path) -> str | None:
+    """The variant the model folder's inference choice runs (None where the folder has none)."""
+    from nnunet_mtl.inference.choice import INFERENCE_FILE, read_inference_choice
+
+    if not (model_dir / INFERENCE_FILE).is_file():
+        return None
+    choice = read_inference_choice(model_dir)
+    step = choice.determined_on.get("tile_step_size", 0.5)
+    if choice.path == "sliding":
+        unmirrored = next((n for n, v in VARIANTS.items() if v == ("sliding", step, False)), f"sliding {step:g}")
+        return REFERENCE if choice.mirroring else unmirrored
+    return "one pass, 8 flips" if choice.mirroring else "one pass"
 
 
 def _difference(value: dict) -> str:
@@ -123,9 +143,15 @@ def _difference(value: dict) -> str:
 
 
 def markdown(scored: dict) -> str:
+    chosen = scored.get("model_choice")
+    validation = "the model folder has no inference choice"
+    if chosen is not None:
+        met = scored["variants"][chosen]["meets_criterion"] if chosen in scored["variants"] else None
+        verdict = {True: "meets", False: "does not meet", None: "was not run for"}[met]
+        validation = f"chosen on the validation split: **{chosen}**, which {verdict} the criterion on these cases"
     lines = [
         f"{scored['num_cases']} cases, {scored['num_larger_than_patch']} larger than one patch; "
-        f"criterion met by the fastest: **{scored['choice']}**",
+        f"criterion met by the fastest: **{scored['choice']}**; {validation}",
         "",
         "| path | forward s/case | passes/case | Dice whole (Δ to stock tiles) | Dice lesion (Δ) | subtype correct "
         "(stock tiles) | larger than a patch: Δ whole / Δ lesion / correct |",
@@ -164,6 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     results = run_variants(args.model_dir, find_input_cases(args.input), args.out, args.device, args.variants)
     scored = score(results, args.out, args.truth)
+    scored["model_choice"] = model_choice(args.model_dir)
     (args.out / "path_choice.json").write_text(json.dumps(scored, indent=2) + "\n")
     table = markdown(scored)
     (args.out / "path_choice.md").write_text(table + "\n")

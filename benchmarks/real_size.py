@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shutil
 import statistics
 import sys
@@ -46,8 +45,26 @@ def _fresh(function, *args):
         return pool.submit(function, *args).result()
 
 
+def _status_mib(field: str) -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"/proc/self/status has no {field}")
+
+
 def _peak_rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """This process's own peak resident memory (VmHWM). Not ``ru_maxrss``: Linux carries a spawning parent's
+    peak into the child through fork and exec (the largest case's 3 GB phantom showed up as the child's)."""
+    return _status_mib("VmHWM")
+
+
+def _reset_peak_rss() -> bool:
+    """Reset VmHWM to the current resident memory (Linux's clear_refs); False where it cannot be."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return True
 
 
 def make_phantom(work: Path) -> Path:
@@ -73,8 +90,11 @@ def train_and_validate(preset: str, steps: int) -> dict:
 
     torch.set_num_threads(os.cpu_count() or 1)
     name, plans_identifier = ensure_planned(DATASET_ID, preset, num_processes=2, log=lambda *_: None)
+    # after planning: nnU-Net's planner calls torch.set_num_threads(nnUNet_n_proc_DA), which rejects 0
+    os.environ.setdefault("nnUNet_n_proc_DA", "0")  # no augmentation workers
     folder = Path(nnUNet_preprocessed.get()) / name
     plans = load_json(folder / f"{plans_identifier}.json")
+    plans["continue_training"] = False  # nnU-Net 2.8's trainer pops it (run_training.get_trainer_from_args sets it)
     trainer = nnUNetTrainerMultitask(
         plans, "3d_fullres", 0, load_json(folder / "dataset.json"), device=torch.device("cpu")
     )
@@ -161,7 +181,8 @@ def ours_case(model_dir: str, image: str, out: str, memory_budget_gb: float) -> 
     config = InferenceConfig(memory_budget_gb=memory_budget_gb)
     predictor = MultitaskPredictor(model, torch.device("cpu"), False, config, postprocess=False)
     case = flat_image_case(Path(image))
-    baseline = _peak_rss_mib()
+    baseline = _status_mib("VmRSS")  # the model loaded; the case's peak is measured from here
+    peak_reset = _reset_peak_rss()
     start = time.perf_counter()
     result = predictor.predict_case(case, Path(out))
     seconds = time.perf_counter() - start
@@ -180,6 +201,7 @@ def ours_case(model_dir: str, image: str, out: str, memory_budget_gb: float) -> 
         "network_input_shape": [int(s) for s in shape],
         "peak_rss_mib": _peak_rss_mib(),
         "baseline_rss_mib": baseline,
+        "peak_reset": peak_reset,  # False: the peak includes the model loading before the case
         "estimate_mib": estimate / 2**20,
     }
 
@@ -264,7 +286,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     args = parser.parse_args(argv)
     os.environ.update({n: str(args.work / n) for n in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")})
-    os.environ.setdefault("nnUNet_n_proc_DA", "0")
     args.work.mkdir(parents=True, exist_ok=True)
 
     def log(message: str) -> None:

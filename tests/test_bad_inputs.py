@@ -24,6 +24,7 @@ import SimpleITK as sitk
 import torch
 
 from nnunet_mtl.cli import main
+from nnunet_mtl.inference.choice import INFERENCE_FILE
 from tests.conftest import DATASET_ID, tree_snapshot
 from tests.dicom_series import write_series
 
@@ -202,6 +203,9 @@ def _damage_model(kind: str, ws: Workspace) -> tuple[Path, Path, str]:
     if kind == "checkpoint-other-labels":
         _edit_checkpoint(ws.checkpoint, lambda s: s["multitask"].update(labels={"background": 0, "organ": 1}))
         return model, ws.checkpoint, "label set differs"
+    if kind == "inference-choice-damaged":
+        (model / INFERENCE_FILE).write_text('{"path": "tiles", "mirroring": false}')
+        return model, model / INFERENCE_FILE, "unknown path 'tiles'"
     raise AssertionError(kind)
 
 
@@ -385,6 +389,17 @@ def train_case(kind: str, ws: Workspace) -> Bad:
         "unknown-preset": (["--preset", "huge"], "--preset", "invalid choice"),
         "num-gpus-zero": (["--num-gpus", "0"], "--num-gpus", "must be at least 1"),
         "num-processes-zero": (["--num-processes", "0"], "--num-processes", "must be at least 1"),
+        "validation-only-untrained": (
+            ["--validation-only"],
+            ws.nnunet_root
+            / "nnUNet_results"
+            / f"Dataset{DATASET_ID:03d}_PancreasMTL"
+            / "nnUNetTrainerMultitaskTiny__nnUNetMTLTinyPlans__3d_fullres"
+            / "fold_0"
+            / "checkpoint_best.pth",
+            "not found: --validation-only validates a model trained earlier",
+        ),
+        "validation-only-continue": (["--validation-only", "--continue"], "--validation-only", "leave out --continue"),
     }
     if kind in cases:
         extra, culprit, phrase = cases[kind]
@@ -402,6 +417,8 @@ TRAIN = [
     "unknown-preset",
     "num-gpus-zero",
     "num-processes-zero",
+    "validation-only-untrained",
+    "validation-only-continue",
     "out-under-file",
     "out-unwritable",
 ]
@@ -497,7 +514,7 @@ def predict_case(kind: str, ws: Workspace) -> Bad:
     extra: list[str] = []
     if kind in INPUT_DAMAGE:
         inputs, culprit, phrase = _damage_inputs(kind, ws)
-    elif kind in MODEL_DAMAGE:
+    elif kind in [*MODEL_DAMAGE, "inference-choice-damaged"]:
         model, culprit, phrase = _damage_model(kind, ws)
     elif kind in OUTPUT_DAMAGE:
         out, culprit, phrase = _damage_output(kind, ws, out)
@@ -519,6 +536,7 @@ def predict_case(kind: str, ws: Workspace) -> Bad:
 PREDICT = [
     *INPUT_DAMAGE,
     *MODEL_DAMAGE,
+    "inference-choice-damaged",
     "no-model-given",
     "unknown-dataset-id",
     *OUTPUT_DAMAGE,

@@ -87,8 +87,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         num_gpus=args.num_gpus,
         num_processes=args.num_processes,
         wandb=args.wandb,
+        validation_only=args.validation_only,
     )
-    print(f"trained {args.preset} fold {args.fold} in {time.perf_counter() - start:.0f} s: {folder}")
+    done = "validated" if args.validation_only else "trained"
+    print(f"{done} {args.preset} fold {args.fold} in {time.perf_counter() - start:.0f} s: {folder}")
     return 0
 
 
@@ -146,6 +148,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         num_parts=args.num_parts,
         part_id=args.part_id,
         postprocess=not args.no_postprocessing,
+        path=args.path,
     )
     model = predictor.model
     paths = {r.path for r in results}
@@ -158,7 +161,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     )
     print(
         f"predicted {len(results)} cases{part} with {len(model.networks)} model(s) ({', '.join(model.members)}; "
-        f"{'/'.join(sorted(paths))} path, {predictor.precision}{', TTA' if args.tta else ''}; {postprocessing}) "
+        f"{'/'.join(sorted(paths))} path, {predictor.precision}{', TTA' if predictor.tta else ''}; {postprocessing}) "
         f"in {time.perf_counter() - start:.1f} s: masks and subtype_results.csv in {args.output}"
     )
     return 0
@@ -363,6 +366,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="resume from the latest checkpoint (phase, class weights, best metric, early stopping)",
     )
+    p.add_argument(
+        "--validation-only",
+        action="store_true",
+        help="no training: run the final validation of checkpoint_best again (nnU-Net's --val --val_best): the "
+        "inference choice, the validation outputs and the postprocessing",
+    )
     p.add_argument("--num-processes", type=int, default=2, help="processes for nnU-Net's preprocessing")
     p.add_argument(
         "--wandb",
@@ -385,7 +394,20 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_arguments(p)
     p.add_argument("-i", "--input", type=Path, required=True, metavar="IN_DIR", help="<case>_0000.nii.gz images")
     p.add_argument("-o", "--output", type=Path, required=True, metavar="OUT_DIR")
-    p.add_argument("--tta", action="store_true", help="average both outputs over all mirrorings (8 passes)")
+    p.add_argument(
+        "--tta",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="average both outputs over all mirrorings (8 passes), or not (--no-tta); default: as the model "
+        "folder's inference choice (nnunet_mtl_inference.json, made on the validation split after training)",
+    )
+    p.add_argument(
+        "--path",
+        choices=["auto", "whole", "sliding"],
+        default=None,
+        help="auto: one pass where its memory estimate fits --memory-budget-gb, else the sliding window; whole or "
+        "sliding to force one; default: as the model folder's inference choice",
+    )
     p.add_argument("--overwrite", action="store_true", help="predict again cases already in OUT_DIR")
     p.add_argument(
         "--num-parts",

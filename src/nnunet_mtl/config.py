@@ -134,6 +134,14 @@ class InferenceConfig:
     # "auto": fp16 autocast on CUDA (as nnU-Net); on a CPU bf16 autocast where it has bf16 units, else fp32
     # (precision.py; `nnunet-mtl benchmark` reports both)
     precision: Precision = "auto"
+    # At the end of training, choose predict's path and mirroring on the validation split
+    # (training/inference_choice.py): the cheapest candidate whose mean Dice of each region is within
+    # choice_dice_tolerance of stock nnU-Net's tiles and flips and which classifies at most
+    # choice_subtype_cases fewer cases right. Measured (README, "Inference path"): which path keeps up with
+    # stock's depends on the model, not on a constant.
+    choose_on_validation: bool = True
+    choice_dice_tolerance: float = 0.01
+    choice_subtype_cases: int = 1
 
 
 @dataclass(frozen=True)

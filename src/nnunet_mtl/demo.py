@@ -62,7 +62,9 @@ class EpochCondenser:
                 text += f"  | validation: {self.validation}{'  (new best)' if self.best else ''}"
             self.emit(text)
         elif (
-            line.startswith(("phase 2:", "early stopping", "final validation", "CPU plan", "Traceback"))
+            line.startswith(
+                ("phase 2:", "early stopping", "inference chosen", "final validation", "CPU plan", "Traceback")
+            )
             or "Error" in line
         ):
             self.emit(f"  {line}")

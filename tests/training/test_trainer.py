@@ -382,7 +382,9 @@ def test_final_validation_and_predict_give_the_same_masks_and_probabilities(smok
     folder, _ = smoke_model  # trained with --val_best: the final validation ran checkpoint_best
     validation = folder / "fold_0" / "validation"
     cases = scan_assignment_data(small_phantom).validation
-    predictor = MultitaskPredictor(load_model(folder, (0,), ("best",)), "cpu", postprocess=False)
+    model = load_model(folder, (0,), ("best",))
+    choice = model.inference_choice  # the final validation ran with the path and mirroring chosen before it
+    predictor = MultitaskPredictor(model, "cpu", choice.mirroring, path=choice.path, postprocess=False)
     out = tmp_path / "pred"
     predictor.predict_folder(cases, out)
     validated = read_probabilities_csv(validation / PROBABILITIES_CSV)
@@ -393,3 +395,45 @@ def test_final_validation_and_predict_give_the_same_masks_and_probabilities(smok
         reference = sitk.GetArrayFromImage(sitk.ReadImage(str(validation / f"{case.name}.nii.gz")))
         assert np.array_equal(mask, reference), case.name
         assert predicted[case.name] == pytest.approx(validated[case.name], abs=1e-6), case.name
+
+
+def test_training_ends_with_an_inference_choice_that_predict_follows(smoke_model, small_phantom, tmp_path):
+    """The final validation first chooses predict's path and mirroring against stock's tiles and flips."""
+    from nnunet_mtl.inference.choice import INFERENCE_FILE, STOCK, read_inference_choice
+    from nnunet_mtl.inference.run import predict
+
+    folder, result = smoke_model
+    assert (folder / INFERENCE_FILE).is_file()
+    choice = read_inference_choice(folder)
+    info = choice.determined_on
+    assert info["reference"] == STOCK.name and info["cases"] == 3 and info["source"] == "fold 0"
+    tried = info["candidates"]
+    assert tried[0]["name"] == STOCK.name and tried[0]["meets_reference"] is None
+    assert tried[0]["forward_passes_per_case"] >= 8  # every mirroring of at least one tile
+    # the candidates ran cheapest first until one kept up (or none did: stock's own)
+    assert [t["meets_reference"] for t in tried[1:]] in ([True], [False, True], [False, False, True], [False] * 3)
+    assert choice.name == (tried[-1]["name"] if tried[-1]["meets_reference"] else STOCK.name)
+    assert "inference chosen on 3 validation cases" in (result.stdout + result.stderr)
+
+    def settings(out):
+        record = next((out / ".nnunet-mtl").glob("*.json"))
+        return json.loads(json.loads(record.read_text())["settings"])
+
+    images = small_phantom / "test"
+    predict(images, tmp_path / "chosen", folder, (0,))
+    assert (settings(tmp_path / "chosen")["tta"], settings(tmp_path / "chosen")["path"]) == (
+        choice.mirroring,
+        choice.path,
+    )
+    predict(images, tmp_path / "forced", folder, (0,), tta=not choice.mirroring, path="sliding")
+    assert (settings(tmp_path / "forced")["tta"], settings(tmp_path / "forced")["path"]) == (
+        not choice.mirroring,
+        "sliding",
+    )
+
+
+def test_validation_only_needs_a_trained_model(planned_dataset, capsys):
+    assert main(["train", "--dataset-id", "60", "--validation-only"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.endswith("checkpoint_best.pth: not found: --validation-only validates a model trained earlier")
+    assert "\n" not in error

@@ -14,6 +14,7 @@ import torch
 
 from nnunet_mtl.config import MultitaskConfig
 from nnunet_mtl.errors import InputError
+from nnunet_mtl.inference.choice import UNDETERMINED, InferenceChoice, read_inference_choice
 from nnunet_mtl.model.checkpoint import (
     CHECKPOINT_FILES,
     MultitaskState,
@@ -39,6 +40,7 @@ class LoadedModel:
     mirror_axes: tuple[int, ...] | None
     postprocessing: Postprocessing  # determined on the validation split (none where not determined)
     digests: list[str] = field(default_factory=list)  # of the checkpoint bytes loaded, in the order of ``members``
+    inference_choice: InferenceChoice = UNDETERMINED  # path and mirroring chosen on the validation split
 
 
 def load_model(
@@ -57,6 +59,7 @@ def load_model(
     plans = read_model_json(folder / "plans.json")
     dataset_json = read_model_json(folder / "dataset.json")
     postprocessing = read_postprocessing(folder)
+    inference_choice = read_inference_choice(folder)
     files = [CHECKPOINT_FILES.get(c, c) for c in checkpoints]
     if folds is None:
         folds = available_folds(folder, files[0])
@@ -108,4 +111,5 @@ def load_model(
         tuple(mirroring) if mirroring is not None else None,
         postprocessing,
         list(digests),
+        inference_choice,
     )

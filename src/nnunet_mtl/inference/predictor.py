@@ -75,6 +75,7 @@ class MultitaskPredictor:
     ):
         """``postprocess``: apply the model folder's postprocessing (mask steps, temperature), if any."""
         self.model = model
+        self.tta = tta
         self.postprocessing = model.postprocessing if postprocess else NO_POSTPROCESSING
         self.device = torch.device(device)
         for network in model.networks:

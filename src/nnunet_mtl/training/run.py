@@ -9,7 +9,7 @@ import torch
 
 from nnunet_mtl.config import PRESETS
 from nnunet_mtl.errors import InputError, require_device
-from nnunet_mtl.paths import CONFIGURATION, model_folder
+from nnunet_mtl.paths import CONFIGURATION, model_folder, preset_model_folder
 from nnunet_mtl.training.planning import check_planned_run, check_training_inputs, ensure_planned
 from nnunet_mtl.training.tracking import enable_wandb
 
@@ -37,18 +37,27 @@ def train(
     num_gpus: int = 1,
     num_processes: int = 2,
     wandb: bool = False,
+    validation_only: bool = False,
 ) -> Path:
-    """Train one fold; the final validation runs on ``checkpoint_best`` (selected on the combined metric)."""
+    """Train one fold; the final validation runs on ``checkpoint_best`` (selected on the combined metric).
+    ``validation_only``: only that final validation, of a model trained earlier."""
     if preset not in PRESETS:
         raise InputError(None, f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
     require_device(device)
     if num_gpus > 1 and device != "cuda":
         raise InputError(None, "--num-gpus > 1 needs --device cuda (nnU-Net's DDP uses NCCL)")
     check_training_inputs(dataset_id, fold, num_gpus, num_processes)
+    if validation_only:
+        if continue_training:
+            raise InputError(None, "--validation-only trains nothing: leave out --continue")
+        checkpoint = preset_model_folder(dataset_id, preset) / f"fold_{fold}" / "checkpoint_best.pth"
+        if not checkpoint.is_file():
+            raise InputError(checkpoint, "not found: --validation-only validates a model trained earlier")
     if wandb:
         enable_wandb()
     name, plans_identifier = ensure_planned(dataset_id, preset, num_processes)
     check_planned_run(name, plans_identifier, fold, num_gpus)
+    trainer = PRESETS[preset].trainer
     register_trainers()
     if device == "cpu":
         torch.set_num_threads(os.cpu_count() or 1)
@@ -56,7 +65,6 @@ def train(
         torch.set_num_threads(1)
     from nnunetv2.run.run_training import run_training
 
-    trainer = PRESETS[preset].trainer
     run_training(
         name,
         CONFIGURATION,
@@ -65,6 +73,7 @@ def train(
         plans_identifier,
         num_gpus=num_gpus,
         continue_training=continue_training,
+        only_run_validation=validation_only,
         val_with_best=True,
         device=torch.device(device),
     )

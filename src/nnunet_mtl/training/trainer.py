@@ -22,6 +22,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from nnunet_mtl.config import DEFAULT, TINY, MultitaskConfig
 from nnunet_mtl.data.prepare import SUBTYPES_FILE
+from nnunet_mtl.inference.choice import UNDETERMINED, InferenceChoice, read_inference_choice, write_inference_choice
 from nnunet_mtl.inference.engine import InferenceEngine, free_cached_memory
 from nnunet_mtl.io import remove_stale_temp_files, write_text_atomic
 from nnunet_mtl.model.checkpoint import (
@@ -42,6 +43,7 @@ from nnunet_mtl.training.distributed import (
     inverse_frequency_weights,
     rank_sampling,
 )
+from nnunet_mtl.training.inference_choice import choose_inference, format_choice
 from nnunet_mtl.training.optimizer import build_optimizer
 from nnunet_mtl.training.postprocess import determine_for_model, format_postprocessing
 from nnunet_mtl.training.progress import NAN, MultitaskLocalLogger
@@ -310,8 +312,12 @@ class nnUNetTrainerMultitask(nnUNetTrainer):
         return self._validation_keys[self.local_rank :: dist.get_world_size()]
 
     def whole_volume_validation(
-        self, export_folder: Path | None = None, save_probabilities: bool = False
+        self,
+        export_folder: Path | None = None,
+        save_probabilities: bool = False,
+        choice: InferenceChoice = UNDETERMINED,
     ) -> ValidationMetrics:
+        """Every validation case through ``predict``'s engine with ``choice``'s path and mirroring."""
         val_keys = self.rank_validation_keys()
         dataset = self.dataset_class(self.preprocessed_dataset_folder, val_keys)
         was_ds = self.multitask_network.decoder.deep_supervision
@@ -321,6 +327,8 @@ class nnUNetTrainerMultitask(nnUNetTrainer):
             self.configuration_manager,
             self.device,
             self.mtl_config.inference,
+            (self.inference_allowed_mirroring_axes or ()) if choice.mirroring else None,
+            choice.path,
             warn=self.print_to_log_file,
         )
         free_cached_memory(self.device)  # the training step's cached blocks: the whole-volume passes need them
@@ -459,12 +467,32 @@ class nnUNetTrainerMultitask(nnUNetTrainer):
         with end_rank_on_error():
             self._perform_actual_validation(save_probabilities)
 
+    def choose_inference(self) -> InferenceChoice:
+        """``predict``'s path and mirroring, chosen on the validation split (training/inference_choice.py) and
+        written to the model folder; where the config turns this off, the folder's earlier choice (if any)."""
+        model_dir = Path(self.output_folder_base)
+        if not self.mtl_config.inference.choose_on_validation:
+            return read_inference_choice(model_dir)
+        self.network.eval()
+        with torch.no_grad():
+            choice = choose_inference(
+                lambda candidate: self.whole_volume_validation(choice=candidate).cases,
+                self.mtl_config.inference,
+                bool(self.inference_allowed_mirroring_axes),
+                f"fold {self.fold}",
+            )
+        if self.local_rank == 0:
+            write_inference_choice(model_dir, choice)
+            self.print_to_log_file(format_choice(choice), also_print_to_console=True)
+        return choice
+
     def _perform_actual_validation(self, save_probabilities: bool) -> None:
         folder = Path(self.output_folder) / "validation"
         folder.mkdir(parents=True, exist_ok=True)
+        choice = self.choose_inference()
         self.network.eval()
         with torch.no_grad():
-            metrics = self.whole_volume_validation(export_folder=folder, save_probabilities=save_probabilities)
+            metrics = self.whole_volume_validation(folder, save_probabilities, choice)
         if self.local_rank != 0:
             return
         gt = Path(self.preprocessed_dataset_folder_base) / "gt_segmentations"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import time
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -32,6 +33,8 @@ class ValidatedCase:
     subtype_true: int
     subtype_pred: int
     probabilities: list[float]
+    forward_seconds: float = 0.0  # the engine's forward of this case (both outputs, every pass)
+    forward_passes: int = 1
 
 
 @dataclass(frozen=True)
@@ -68,7 +71,9 @@ def validate_cases(
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # non-writable blosc2 arrays
             data = torch.from_numpy(np.asarray(data[:]))
+        start = time.perf_counter()
         prediction = engine.forward(data)
+        forward_seconds = time.perf_counter() - start
         exported = segmentation_in_input_geometry(
             prediction.segmentation_logits,
             plans_manager,
@@ -88,6 +93,8 @@ def validate_cases(
                 int(subtypes[key]),
                 int(probabilities.argmax()),
                 [float(p) for p in probabilities],
+                forward_seconds,
+                prediction.num_forward_passes,
             )
         )
         if export_folder is not None:
