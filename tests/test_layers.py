@@ -15,7 +15,7 @@ ALLOWED = {
     "training": {"data", "model", "inference", "evaluation", "postprocessing"},
     "nnunet_ext": {"training"},
     "benchmark": {"data", "model", "inference", "evaluation"},
-    "report": {"data", "model", "evaluation", "postprocessing", "training", "benchmark"},
+    "report": {"data", "model", "inference", "evaluation", "postprocessing", "training", "benchmark"},
     "demo": {"data", "inference", "evaluation", "training", "report"},
     "cli": {"data", "model", "inference", "evaluation", "training", "benchmark", "report", "demo"},
     "__main__": {"cli"},

@@ -12,12 +12,14 @@ from pathlib import Path
 
 from nnunet_mtl.errors import InputError
 from nnunet_mtl.evaluation.outputs import save_confusion_png, save_reliability_png
+from nnunet_mtl.inference.choice import read_inference_choice
 from nnunet_mtl.io import NIFTI_SUFFIX, check_staged_output_dir, staged_directory, write_text_atomic
 from nnunet_mtl.postprocessing.plan import read_postprocessing
 from nnunet_mtl.report.content import (
     Table,
     all_metrics_table,
     cases_table,
+    inference_choice_table,
     mask_steps_table,
     metrics_table,
     ranked_cases,
@@ -88,6 +90,7 @@ def collect_sources(
         files,
         benchmark_results,
         read_postprocessing(Path(model_dir)),
+        read_inference_choice(Path(model_dir)),
     )
 
 
@@ -173,6 +176,21 @@ def _postprocessing_section(sources: ReportSources) -> Section:
     return Section("postprocessing", [mask_steps_table(post.determined_on)], [], notes)
 
 
+def _inference_section(sources: ReportSources) -> Section:
+    choice = sources.inference_choice
+    info = choice.determined_on
+    if not info:
+        return Section("inference", [], [], [f"no inference choice in the model folder: `predict` runs {choice.name}"])
+    notes = [
+        f"chosen on {info['cases']} validation cases ({info['source']}) and run by `predict`: {choice.name}, "
+        f"the cheapest candidate whose mean Dice of each region is at most {info['dice_tolerance']:g} below "
+        f"{info['reference']}'s (stock nnU-Net's inference) and which classifies at most {info['subtype_cases']} "
+        "case(s) fewer right; candidates cheaper than the choice failed, dearer ones were not run. A region empty "
+        "in truth and prediction counts as Dice 1 here."
+    ]
+    return Section("inference", [inference_choice_table(info)], [], notes)
+
+
 def _viewer_section(sources: ReportSources) -> Section:
     ranked = ranked_cases(sources.metrics)
     content = select_cases(ranked, sources.files)
@@ -214,6 +232,7 @@ def _sections(sources: ReportSources, out: Path) -> list[Section]:
         sections.append(Section("confusion", [], [], [sources.metrics.get("classification_note") or "no subtypes"]))
 
     sections.append(_calibration_section(sources, out))
+    sections.append(_inference_section(sources))
     sections.append(_postprocessing_section(sources))
     sections.append(
         Section(

@@ -93,6 +93,24 @@ def mask_steps_table(determined_on: dict) -> Table:
     return Table(["step", "decision", "validation Dice whole", "validation Dice lesion"], rows)
 
 
+def inference_choice_table(determined_on: dict) -> Table:
+    verdicts = {None: "reference", True: "keeps up", False: "does not keep up"}
+    rows = [
+        [
+            c["name"],
+            fmt(c["dice"]["whole_pancreas"]),
+            fmt(c["dice"]["lesion"]),
+            f"{c['correct']}/{c['cases']}",
+            f"{c['forward_passes_per_case']:.1f}",
+            f"{c['forward_seconds_per_case']:.2f}",
+            verdicts[c["meets_reference"]],
+        ]
+        for c in determined_on.get("candidates", [])
+    ]
+    header = ["inference", "Dice whole", "Dice lesion", "subtype right", "passes/case", "forward s/case", "verdict"]
+    return Table(header, rows)
+
+
 def case_score(case: dict) -> float:
     """Mean of the case's defined Dice values (whole pancreas, lesion); the order of the per-case table."""
     values = [v for v in (case.get("dice_whole_pancreas"), case.get("dice_lesion")) if v is not None]

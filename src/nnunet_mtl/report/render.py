@@ -16,6 +16,7 @@ SECTIONS = {
     "training": "Training curves",
     "confusion": "Subtype confusion matrix",
     "calibration": "Calibration of the subtype probabilities",
+    "inference": "Inference path and mirroring (chosen on validation)",
     "postprocessing": "Postprocessing (determined on validation)",
     "cases": "Per case",
     "viewer": "Case viewer",

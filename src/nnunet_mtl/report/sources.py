@@ -9,6 +9,7 @@ from pathlib import Path
 from nnunet_mtl.data.layout import CHANNEL_SUFFIX
 from nnunet_mtl.data.subtype_csv import PROBABILITIES_CSV, read_probabilities_csv
 from nnunet_mtl.errors import InputError
+from nnunet_mtl.inference.choice import UNDETERMINED, InferenceChoice
 from nnunet_mtl.io import NIFTI_SUFFIX
 from nnunet_mtl.model.checkpoint import CHECKPOINT_FILES, MultitaskState, load_checkpoint
 from nnunet_mtl.postprocessing.plan import NONE as NO_POSTPROCESSING
@@ -54,6 +55,7 @@ class ReportSources:
     files: dict[str, CaseFiles] = field(default_factory=dict)
     benchmark: dict | None = None
     postprocessing: Postprocessing = NO_POSTPROCESSING  # the model folder's (`nnunet-mtl postprocess`)
+    inference_choice: InferenceChoice = UNDETERMINED  # the model folder's, made at the end of training
 
 
 def load_training_run(model_dir: Path, fold: int | None) -> TrainingRun:
