@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import gzip
+import json
 import os
 import shutil
 import tempfile
@@ -240,6 +241,11 @@ def remove_stale_temp_files(folder: Path) -> list[Path]:
 def write_text_atomic(path: Path, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text)
+
+
+def write_json_atomic(path: Path, values) -> None:
+    """``values`` as indented JSON, written atomically."""
+    write_text_atomic(path, json.dumps(values, indent=2) + "\n")
 
 
 def write_image_atomic(image: sitk.Image, path: Path) -> None:

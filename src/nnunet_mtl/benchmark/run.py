@@ -20,7 +20,6 @@ differing cases are listed with both sides' probabilities.
 
 from __future__ import annotations
 
-import json
 import statistics
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
@@ -32,7 +31,7 @@ import torch
 from nnunet_mtl.benchmark.methods import MethodSpec, run_method, stock_precision
 from nnunet_mtl.data.layout import Case
 from nnunet_mtl.errors import InputError
-from nnunet_mtl.io import check_writable_dir, write_text_atomic
+from nnunet_mtl.io import check_writable_dir, write_json_atomic, write_text_atomic
 from nnunet_mtl.precision import resolve_precision
 
 METHODS = ("a", "a_ref", "b", "c", "d", "c_alt")
@@ -276,7 +275,7 @@ def run_benchmark(
             + "\n"
             + "\n".join("| " + " | ".join(r) + " |" for r in rows)
         )
-    write_text_atomic(out_dir / "benchmark.json", json.dumps(benchmark, indent=2) + "\n")
+    write_json_atomic(out_dir / "benchmark.json", benchmark)
     write_text_atomic(out_dir / "benchmark.md", table + "\n")
     benchmark["table"] = table
     return benchmark

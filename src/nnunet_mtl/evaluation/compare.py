@@ -9,7 +9,6 @@ correctness. The difference of the split-level macro F1 is resampled on the same
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -25,7 +24,7 @@ from nnunet_mtl.evaluation import resampled
 from nnunet_mtl.evaluation.bootstrap import Resampler
 from nnunet_mtl.evaluation.evaluate import evaluate_folder
 from nnunet_mtl.evaluation.metrics import macro_f1
-from nnunet_mtl.io import check_writable_dir, write_text_atomic
+from nnunet_mtl.io import check_writable_dir, write_json_atomic, write_text_atomic
 
 # per-case metrics compared: (metrics.json key or derived name, title, higher is better)
 SEGMENTATION_METRICS = (
@@ -197,6 +196,6 @@ def write_comparison(comparison: Comparison, out_dir: Path) -> list[Path]:
         *("| " + " | ".join(r) + " |" for r in rows),
     ]
     written = [out_dir / "comparison.json", out_dir / "comparison.md"]
-    write_text_atomic(written[0], json.dumps(values, indent=2) + "\n")
+    write_json_atomic(written[0], values)
     write_text_atomic(written[1], "\n".join(markdown) + "\n")
     return written

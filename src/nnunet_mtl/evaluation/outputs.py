@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import matplotlib
@@ -14,7 +13,7 @@ from sklearn.metrics import ConfusionMatrixDisplay
 
 from nnunet_mtl.evaluation.evaluate import Evaluation, evaluate_folder
 from nnunet_mtl.evaluation.metrics import SUBTYPE_LABELS
-from nnunet_mtl.io import atomic_path, check_writable_dir, write_text_atomic
+from nnunet_mtl.io import atomic_path, check_writable_dir, write_json_atomic, write_text_atomic
 
 REGION_TITLES = {"whole_pancreas": "Whole pancreas", "lesion": "Lesion"}
 PROBABILITY_ROWS = (
@@ -179,7 +178,7 @@ def write_evaluation(evaluation: Evaluation, out_dir: Path) -> list[Path]:
     out_dir = Path(out_dir)
     metrics = evaluation.to_json()
     written = [out_dir / "metrics.json", out_dir / "metrics.md"]
-    write_text_atomic(written[0], json.dumps(metrics, indent=2) + "\n")
+    write_json_atomic(written[0], metrics)
     write_text_atomic(written[1], format_markdown(metrics))
     if metrics["classification"] is not None:
         written.append(out_dir / "confusion_matrix.png")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from nnunet_mtl.errors import InputError
 from nnunet_mtl.inference.engine import PathChoice
-from nnunet_mtl.io import write_text_atomic
+from nnunet_mtl.io import write_json_atomic
 
 INFERENCE_FILE = "nnunet_mtl_inference.json"
 PATHS = ("auto", "whole", "sliding")
@@ -63,5 +63,5 @@ def read_inference_choice(model_dir: Path) -> InferenceChoice:
 
 def write_inference_choice(model_dir: Path, choice: InferenceChoice) -> Path:
     path = Path(model_dir) / INFERENCE_FILE
-    write_text_atomic(path, json.dumps(choice.to_json(), indent=2) + "\n")
+    write_json_atomic(path, choice.to_json())
     return path

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from nnunet_mtl.errors import InputError
-from nnunet_mtl.io import write_text_atomic
+from nnunet_mtl.io import write_json_atomic
 from nnunet_mtl.postprocessing.components import STEPS, apply_steps
 from nnunet_mtl.postprocessing.temperature import scaled_probabilities
 
@@ -64,5 +64,5 @@ def read_postprocessing(model_dir: Path) -> Postprocessing:
 
 def write_postprocessing(model_dir: Path, postprocessing: Postprocessing) -> Path:
     path = Path(model_dir) / POSTPROCESSING_FILE
-    write_text_atomic(path, json.dumps(postprocessing.to_json(), indent=2) + "\n")
+    write_json_atomic(path, postprocessing.to_json())
     return path

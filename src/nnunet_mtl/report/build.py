@@ -13,7 +13,7 @@ from pathlib import Path
 from nnunet_mtl.errors import InputError
 from nnunet_mtl.evaluation.outputs import save_confusion_png, save_reliability_png
 from nnunet_mtl.inference.choice import read_inference_choice
-from nnunet_mtl.io import NIFTI_SUFFIX, check_staged_output_dir, staged_directory, write_text_atomic
+from nnunet_mtl.io import NIFTI_SUFFIX, check_staged_output_dir, staged_directory, write_json_atomic, write_text_atomic
 from nnunet_mtl.postprocessing.plan import read_postprocessing
 from nnunet_mtl.report.content import (
     Table,
@@ -280,7 +280,7 @@ def build_report(sources: ReportSources, out_dir: Path, title: str = "nnunet-mtl
     with staged_directory(out_dir) as stage:
         sections = _sections(sources, stage)
         facts = run_facts(sources)
-        write_text_atomic(stage / "metrics.json", json.dumps(sources.metrics, indent=2) + "\n")
+        write_json_atomic(stage / "metrics.json", sources.metrics)
         write_text_atomic(stage / "report.md", render_markdown(title, facts, sections))
         write_text_atomic(stage / REPORT_FILE, render_html(title, facts, sections))
     return out_dir / REPORT_FILE
