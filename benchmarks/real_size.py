@@ -14,7 +14,7 @@ at about 2.2x0.75x0.75 mm; nnU-Net plans it as it would the real data):
    seconds, peak resident memory against the predictor's estimate for the pass it ran.
 
     python benchmarks/real_size.py [--presets default resenc-m] [--steps 3] [--out benchmarks/results]
-        [--work DIR] [--memory-budget-gb 6]
+        [--work DIR] [--memory-budget-gb 6] [--precision fp32|auto]
 
 Each fresh process runs alone; the machine should be otherwise idle. On 2 CPU cores the two presets take
 about half an hour.
@@ -168,7 +168,7 @@ def stock_case(stock_dir: str, image: str, out: str) -> dict:
     return {"stages": stages, "seconds": sum(stages.values()), "peak_rss_mib": _peak_rss_mib()}
 
 
-def ours_case(model_dir: str, image: str, out: str, memory_budget_gb: float) -> dict:
+def ours_case(model_dir: str, image: str, out: str, memory_budget_gb: float, precision: str) -> dict:
     """In a fresh process: ``nnunet-mtl predict``'s predictor on one case."""
     from nnunet_mtl.config import InferenceConfig
     from nnunet_mtl.data.layout import flat_image_case
@@ -178,7 +178,7 @@ def ours_case(model_dir: str, image: str, out: str, memory_budget_gb: float) -> 
 
     torch.set_num_threads(os.cpu_count() or 1)
     model = load_model(Path(model_dir), (0,), ("best",))
-    config = InferenceConfig(memory_budget_gb=memory_budget_gb)
+    config = InferenceConfig(memory_budget_gb=memory_budget_gb, precision=precision)
     predictor = MultitaskPredictor(model, torch.device("cpu"), False, config, postprocess=False)
     case = flat_image_case(Path(image))
     baseline = _status_mib("VmRSS")  # the model loaded; the case's peak is measured from here
@@ -218,7 +218,9 @@ def _geometry_kept(image: Path, mask: Path) -> bool:
     )
 
 
-def benchmark_preset(preset: str, phantom: Path, work: Path, steps: int, memory_budget_gb: float, log) -> dict:
+def benchmark_preset(
+    preset: str, phantom: Path, work: Path, steps: int, memory_budget_gb: float, precision: str, log
+) -> dict:
     from nnunet_mtl.model.export import export_segmentation_model
 
     log(f"{preset}: {steps} training steps and a whole-volume validation")
@@ -232,11 +234,12 @@ def benchmark_preset(preset: str, phantom: Path, work: Path, steps: int, memory_
     log(f"{preset}: stock nnU-Net (a) on {median.name}")
     result["median_stock"] = _fresh(stock_case, str(stock_dir), str(median), str(out / "stock_median"))
     log(f"{preset}: nnunet-mtl (c) on {median.name}")
-    result["median_ours"] = _fresh(ours_case, str(model_dir), str(median), str(out / "ours"), memory_budget_gb)
+    ours = (memory_budget_gb, precision)
+    result["median_ours"] = _fresh(ours_case, str(model_dir), str(median), str(out / "ours"), *ours)
     result["speedup_c_over_a"] = result["median_stock"]["seconds"] / result["median_ours"]["seconds"]
     largest = _largest_case(work)
     log(f"{preset}: nnunet-mtl (c) on the largest real size")
-    result["largest_ours"] = _fresh(ours_case, str(model_dir), str(largest), str(out / "ours"), memory_budget_gb)
+    result["largest_ours"] = _fresh(ours_case, str(model_dir), str(largest), str(out / "ours"), *ours)
     result["largest_ours"]["geometry_kept"] = _geometry_kept(largest, out / "ours" / "quiz_900.nii.gz")
     return result
 
@@ -282,6 +285,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--presets", nargs="+", choices=["default", "resenc-m"], default=["default", "resenc-m"])
     parser.add_argument("--steps", type=int, default=3, help="timed training steps (after one warm-up step)")
     parser.add_argument("--memory-budget-gb", type=float, default=6.0, help="predict's budget (its default 6)")
+    parser.add_argument(
+        "--precision",
+        default="fp32",
+        choices=["fp32", "auto", "bf16"],
+        help="ours (c): fp32, stock's on a CPU (default), or predict's own (auto: bf16 where the CPU has bf16 units)",
+    )
     parser.add_argument("--work", type=Path, default=Path("/tmp/nnunet-mtl-real-size"))
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     args = parser.parse_args(argv)
@@ -292,7 +301,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"real_size: {message}", file=sys.stderr, flush=True)
 
     phantom = make_phantom(args.work)
-    results = [benchmark_preset(p, phantom, args.work, args.steps, args.memory_budget_gb, log) for p in args.presets]
+    results = [
+        benchmark_preset(p, phantom, args.work, args.steps, args.memory_budget_gb, args.precision, log)
+        for p in args.presets
+    ]
     args.out.mkdir(parents=True, exist_ok=True)
     plans_out = args.out / "real_size_plans"  # the plans gpu_check.py runs on
     plans_out.mkdir(exist_ok=True)
