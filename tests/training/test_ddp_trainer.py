@@ -14,6 +14,7 @@ import torch
 from batchgenerators.utilities.file_and_folder_operations import load_json
 
 from nnunet_mtl.errors import InputError
+from nnunet_mtl.inference.choice import read_inference_choice
 from nnunet_mtl.training.distributed import RankSampling, rank_sampling
 from nnunet_mtl.training.planning import check_planned_run
 from nnunet_mtl.training.subtypes import SubtypeMap, UnknownCaseError
@@ -50,8 +51,10 @@ def test_ddp_training_splits_gathers_saves_on_rank0_and_stops_early_on_every_ran
     for per_epoch in zip(ranks[0]["validated"], ranks[1]["validated"]):
         assert per_epoch[0] and per_epoch[1] and not set(per_epoch[0]) & set(per_epoch[1])
         assert sorted(per_epoch[0] + per_epoch[1]) == sorted(validation_keys)
-    # gathered: both ranks computed the same metrics, so both stopped early after epoch 1 (patience 2)
-    assert ranks[0]["combined"] == ranks[1]["combined"] and len(ranks[0]["combined"]) == 2 + 1  # 2 epochs + final
+    # gathered: both ranks computed the same metrics, so both stopped early after epoch 1 (patience 2), and
+    # both made the same inference choice at the end: every candidate it ran, then the final validation with it
+    tried = read_inference_choice(fold.parent).determined_on["candidates"]
+    assert ranks[0]["combined"] == ranks[1]["combined"] and len(ranks[0]["combined"]) == 2 + len(tried) + 1
     assert ranks[0]["epochs"] == ranks[1]["epochs"] == 2
     log = "".join(p.read_text() for p in fold.glob("training_log_*.txt"))
     assert "early stopping" in log
