@@ -125,17 +125,18 @@ def score(results: dict[str, dict], out: Path, truth: Path) -> dict:
 
 
 def model_choice(model_dir: Path) -> str | None:
-    """The variant the model folder's inference choice runs (None where the folder has none)."""
-    from nnunet_mtl.inference.choice import INFERENCE_FILE, read_inference_choice
+    """The variant the model's inference choice runs (None where it has none or no variant here runs it)."""
+    from nnunet_mtl.inference.choice import read_fold_choice, read_inference_choice
 
-    if not (model_dir / INFERENCE_FILE).is_file():
+    folds = sorted(int(p.name[5:]) for p in model_dir.glob("fold_*") if p.name[5:].isdigit())
+    if not any(read_fold_choice(model_dir / f"fold_{f}") for f in folds):
         return None
-    choice = read_inference_choice(model_dir)
+    choice = read_inference_choice(model_dir, folds)
     step = choice.determined_on.get("tile_step_size", 0.5)
-    if choice.path == "sliding":
-        unmirrored = next((n for n, v in VARIANTS.items() if v == ("sliding", step, False)), f"sliding {step:g}")
-        return REFERENCE if choice.mirroring else unmirrored
-    return "one pass, 8 flips" if choice.mirroring else "one pass"
+    if choice.path == "auto":
+        return "one pass, 8 flips" if choice.mirroring else "one pass"
+    wanted = (choice.path, step, choice.mirroring)
+    return next((name for name, variant in VARIANTS.items() if variant == wanted), None)
 
 
 def _difference(value: dict) -> str:

@@ -204,8 +204,8 @@ def _damage_model(kind: str, ws: Workspace) -> tuple[Path, Path, str]:
         _edit_checkpoint(ws.checkpoint, lambda s: s["multitask"].update(labels={"background": 0, "organ": 1}))
         return model, ws.checkpoint, "label set differs"
     if kind == "inference-choice-damaged":
-        (model / INFERENCE_FILE).write_text('{"path": "tiles", "mirroring": false}')
-        return model, model / INFERENCE_FILE, "unknown path 'tiles'"
+        (model / "fold_0" / INFERENCE_FILE).write_text('{"path": "tiles", "mirroring": false}')
+        return model, model / "fold_0" / INFERENCE_FILE, "unknown path 'tiles'"
     raise AssertionError(kind)
 
 

@@ -399,7 +399,7 @@ def build_parser() -> argparse.ArgumentParser:
         action=argparse.BooleanOptionalAction,
         default=None,
         help="average both outputs over all mirrorings (8 passes), or not (--no-tta); default: as the model "
-        "folder's inference choice (nnunet_mtl_inference.json, made on the validation split after training)",
+        "folder's inference choice (fold_K/nnunet_mtl_inference.json, made on the validation split after training)",
     )
     p.add_argument(
         "--path",

@@ -170,13 +170,14 @@ def test_report_of_the_final_validation(smoke_model, tmp_path):
     # the inference choice made at the end of training: every candidate run, with its numbers
     from nnunet_mtl.inference.choice import read_inference_choice
 
-    tried = read_inference_choice(model_dir).determined_on["candidates"]
+    tried = read_inference_choice(model_dir, [0]).determined_on["candidates"]
     rows = parsed.tables["inference"]
     assert rows[0][:3] == ["inference", "Dice whole", "Dice lesion"]
     assert [row[0] for row in rows[1:]] == [c["name"] for c in tried]
     assert [row[1] for row in rows[1:]] == [fmt(c["dice"]["whole_pancreas"]) for c in tried]
     assert [row[3] for row in rows[1:]] == [f"{c['correct']}/{c['cases']}" for c in tried]
     assert rows[1][-1] == "reference"
+    assert [row[6] for row in rows[1:]] == [", ".join(f"{p} {n}" for p, n in sorted(c["paths"].items())) for c in tried]
 
 
 @pytest.mark.parametrize(

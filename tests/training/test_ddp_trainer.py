@@ -53,7 +53,7 @@ def test_ddp_training_splits_gathers_saves_on_rank0_and_stops_early_on_every_ran
         assert sorted(per_epoch[0] + per_epoch[1]) == sorted(validation_keys)
     # gathered: both ranks computed the same metrics, so both stopped early after epoch 1 (patience 2), and
     # both made the same inference choice at the end: every candidate it ran, then the final validation with it
-    tried = read_inference_choice(fold.parent).determined_on["candidates"]
+    tried = read_inference_choice(fold.parent, [0]).determined_on["candidates"]
     assert ranks[0]["combined"] == ranks[1]["combined"] and len(ranks[0]["combined"]) == 2 + len(tried) + 1
     assert ranks[0]["epochs"] == ranks[1]["epochs"] == 2
     log = "".join(p.read_text() for p in fold.glob("training_log_*.txt"))

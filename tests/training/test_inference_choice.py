@@ -14,6 +14,7 @@ from nnunet_mtl.inference.choice import (
     UNDETERMINED,
     InferenceChoice,
     read_inference_choice,
+    remove_inference_choice,
     write_inference_choice,
 )
 from nnunet_mtl.training.inference_choice import choose_inference, format_choice, score
@@ -110,29 +111,39 @@ def test_a_region_empty_in_truth_and_prediction_scores_one():
     )
 
 
-def test_the_choice_round_trips_through_the_model_folder(tmp_path):
+def test_the_choice_round_trips_through_the_fold_folders_and_an_ensemble_takes_the_dearest(tmp_path):
     validate = Recorder(outcomes(cases(0.9, 0.5), cases(0.9, 0.6), cases(0.9, 0.6), cases(0.9, 0.6)))
     choice = choose_inference(validate, InferenceConfig(), True, "fold 0")
-    write_inference_choice(tmp_path, choice)
-    again = read_inference_choice(tmp_path)
+    write_inference_choice(tmp_path / "fold_0", choice)
+    again = read_inference_choice(tmp_path, [0])
     assert again == choice == SLIDING and again.determined_on == choice.determined_on
     text = format_choice(again)
-    assert "sliding window" in text and "does not keep up" in text and "reference" in text
-    assert read_inference_choice(tmp_path / "elsewhere") == UNDETERMINED  # a folder without one: one pass
+    assert "sliding window" in text and "does not keep up" in text and "reference" in text and "6 one pass" in text
+    assert read_inference_choice(tmp_path, [1]) == UNDETERMINED  # a fold without one: one pass
+    cheap = choose_inference(Recorder(outcomes(*[cases(0.9, 0.6)] * 4)), InferenceConfig(), True, "fold 1")
+    write_inference_choice(tmp_path / "fold_1", cheap)
+    assert cheap == ONE_PASS and read_inference_choice(tmp_path, [1]) == ONE_PASS
+    assert read_inference_choice(tmp_path, [0, 1]) == SLIDING  # never cheaper than any member was validated
+    remove_inference_choice(tmp_path / "fold_0")
+    assert read_inference_choice(tmp_path, [0, 1]) == ONE_PASS
 
 
 @pytest.mark.parametrize(
     "content, problem",
     [
-        ("{", "not an inference configuration"),
-        (json.dumps({"path": "whole"}), "not an inference configuration"),
-        (json.dumps({"path": "tiles", "mirroring": False}), "unknown path 'tiles'"),
-        (json.dumps({"path": "auto", "mirroring": "yes"}), "mirroring must be true or false"),
+        (b"{", "not an inference configuration"),
+        (b"\xff\xfe not text", "not an inference configuration"),
+        (json.dumps({"path": "whole"}).encode(), "not an inference configuration"),
+        (json.dumps({"path": "tiles", "mirroring": False}).encode(), "unknown path 'tiles'"),
+        (json.dumps({"path": "auto", "mirroring": "yes"}).encode(), "mirroring must be true or false"),
+        (json.dumps({"path": "auto", "mirroring": True, "determined_on": {"cases": 3}}).encode(), "determined_on"),
     ],
 )
 def test_a_damaged_choice_file_is_a_one_line_error_naming_it(tmp_path, content, problem):
-    (tmp_path / INFERENCE_FILE).write_text(content)
+    path = tmp_path / "fold_0" / INFERENCE_FILE
+    path.parent.mkdir()
+    path.write_bytes(content)
     with pytest.raises(InputError) as error:
-        read_inference_choice(tmp_path)
-    assert str(tmp_path / INFERENCE_FILE) in str(error.value) and problem in str(error.value)
+        read_inference_choice(tmp_path, [0])
+    assert str(path) in str(error.value) and problem in str(error.value)
     assert "\n" not in str(error.value)

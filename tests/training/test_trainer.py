@@ -403,8 +403,8 @@ def test_training_ends_with_an_inference_choice_that_predict_follows(smoke_model
     from nnunet_mtl.inference.run import predict
 
     folder, result = smoke_model
-    assert (folder / INFERENCE_FILE).is_file()
-    choice = read_inference_choice(folder)
+    assert (folder / "fold_0" / INFERENCE_FILE).is_file()
+    choice = read_inference_choice(folder, [0])
     info = choice.determined_on
     assert info["reference"] == STOCK.name and info["cases"] == 3 and info["source"] == "fold 0"
     tried = info["candidates"]
@@ -432,8 +432,49 @@ def test_training_ends_with_an_inference_choice_that_predict_follows(smoke_model
     )
 
 
-def test_validation_only_needs_a_trained_model(planned_dataset, capsys):
+def test_validation_only_needs_a_finished_training(planned_dataset, capsys):
+    from nnunet_mtl.paths import preset_model_folder
+
     assert main(["train", "--dataset-id", "60", "--validation-only"]) == 2
     error = capsys.readouterr().err.strip()
     assert error.endswith("checkpoint_best.pth: not found: --validation-only validates a model trained earlier")
     assert "\n" not in error
+    fold = preset_model_folder(60, "tiny") / "fold_0"  # a training that has not finished: best, no final
+    fold.mkdir(parents=True)
+    try:
+        (fold / "checkpoint_best.pth").write_bytes(b"")
+        assert main(["train", "--dataset-id", "60", "--validation-only"]) == 2
+        error = capsys.readouterr().err.strip()
+        assert (
+            error
+            == f"nnunet-mtl: error: {fold / 'checkpoint_final.pth'}: not found: this fold's training has not finished"
+        )
+    finally:
+        shutil.rmtree(fold.parent)
+
+
+@pytest.mark.slow
+def test_validation_only_makes_the_choice_validation_and_postprocessing_again(smoke_model, planned_dataset):
+    """nnU-Net's ``--val --val_best``, which ``train --validation-only`` runs, on a copy of a trained model."""
+    from nnunet_mtl.inference.choice import INFERENCE_FILE, read_fold_choice
+
+    folder, _ = smoke_model
+    _, plans = planned_dataset
+    copy = folder.parent / f"nnUNetTrainerMultitaskRevalidate__{plans}__3d_fullres"
+    shutil.rmtree(copy, ignore_errors=True)
+    shutil.copytree(folder, copy)
+    fold = copy / "fold_0"
+    (fold / INFERENCE_FILE).unlink()
+    shutil.rmtree(fold / "validation")
+    (copy / POSTPROCESSING_FILE).unlink()
+    command = ["nnUNetv2_train", "60", "3d_fullres", "0", "-tr", "nnUNetTrainerMultitaskRevalidate", "-p", plans]
+    result = run_nnunet(*command, "-device", "cpu", "--val", "--val_best")
+    assert "inference chosen on 3 validation cases" in result.stdout + result.stderr
+    choice = read_fold_choice(fold)
+    assert choice is not None and choice.determined_on["candidates"][0]["meets_reference"] is None
+    assert (fold / "validation" / "metrics.json").is_file() and (copy / POSTPROCESSING_FILE).is_file()
+    metrics = json.loads((fold / "validation" / "metrics.json").read_text())
+    assert sorted(c["name"] for c in metrics["cases"]) == sorted(
+        json.loads((folder / "fold_0" / "validation" / "metrics.json").read_text())["cases"][i]["name"]
+        for i in range(3)
+    )

@@ -40,7 +40,7 @@ class LoadedModel:
     mirror_axes: tuple[int, ...] | None
     postprocessing: Postprocessing  # determined on the validation split (none where not determined)
     digests: list[str] = field(default_factory=list)  # of the checkpoint bytes loaded, in the order of ``members``
-    inference_choice: InferenceChoice = UNDETERMINED  # path and mirroring chosen on the validation split
+    inference_choice: InferenceChoice = UNDETERMINED  # chosen on the folds' validation splits (the dearest)
 
 
 def load_model(
@@ -59,12 +59,12 @@ def load_model(
     plans = read_model_json(folder / "plans.json")
     dataset_json = read_model_json(folder / "dataset.json")
     postprocessing = read_postprocessing(folder)
-    inference_choice = read_inference_choice(folder)
     files = [CHECKPOINT_FILES.get(c, c) for c in checkpoints]
     if folds is None:
         folds = available_folds(folder, files[0])
         if not folds:
             raise InputError(folder, f"no fold_*/{files[0]} in the model folder")
+    inference_choice = read_inference_choice(folder, folds)
     plans_manager = PlansManager(plans)
     checkpoint_paths = [folder / f"fold_{fold}" / name for fold in folds for name in files]
     loaded, digests = zip(*(read_checkpoint(path) for path in checkpoint_paths))

@@ -90,7 +90,7 @@ def collect_sources(
         files,
         benchmark_results,
         read_postprocessing(Path(model_dir)),
-        read_inference_choice(Path(model_dir)),
+        read_inference_choice(Path(model_dir), [run.fold]),
     )
 
 

@@ -103,11 +103,21 @@ def inference_choice_table(determined_on: dict) -> Table:
             f"{c['correct']}/{c['cases']}",
             f"{c['forward_passes_per_case']:.1f}",
             f"{c['forward_seconds_per_case']:.2f}",
+            ", ".join(f"{path} {count}" for path, count in sorted(c.get("paths", {}).items())),
             verdicts[c["meets_reference"]],
         ]
         for c in determined_on.get("candidates", [])
     ]
-    header = ["inference", "Dice whole", "Dice lesion", "subtype right", "passes/case", "forward s/case", "verdict"]
+    header = [
+        "inference",
+        "Dice whole",
+        "Dice lesion",
+        "subtype right",
+        "passes/case",
+        "forward s/case",
+        "cases per path",
+    ]
+    header.append("verdict")
     return Table(header, rows)
 
 

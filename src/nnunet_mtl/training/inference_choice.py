@@ -15,6 +15,7 @@ such cases out).
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 
@@ -37,6 +38,7 @@ class CandidateScore:
     cases: int
     forward_seconds_per_case: float
     forward_passes_per_case: float
+    paths: dict[str, int]  # cases per path the engine ran ("auto" is one pass only where memory allowed)
     meets_reference: bool | None = None  # None for the reference itself
 
 
@@ -54,12 +56,14 @@ def score(choice: InferenceChoice, cases: Sequence) -> CandidateScore:
         len(cases),
         float(np.mean([c.forward_seconds for c in cases])),
         float(np.mean([c.forward_passes for c in cases])),
+        dict(Counter(c.path for c in cases)),
     )
 
 
 def meets(candidate: CandidateScore, reference: CandidateScore, config: InferenceConfig) -> bool:
     """Dice of every region within the tolerance of the reference's, and at most the allowed subtypes fewer."""
-    close = all(candidate.dice[r] >= reference.dice[r] - config.choice_dice_tolerance for r in REGIONS)
+    slack = config.choice_dice_tolerance + 1e-9  # inclusive, whatever the rounding of the subtraction
+    close = all(candidate.dice[r] >= reference.dice[r] - slack for r in REGIONS)
     return close and candidate.correct >= reference.correct - config.choice_subtype_cases
 
 
@@ -107,6 +111,11 @@ def format_choice(choice: InferenceChoice) -> str:
         lines.append(
             f"  {s['name']:<31} Dice whole {s['dice']['whole_pancreas']:.4f}, lesion {s['dice']['lesion']:.4f}, "
             f"subtype right {s['correct']}/{s['cases']}, {s['forward_passes_per_case']:.1f} passes and "
-            f"{s['forward_seconds_per_case']:.2f} s per case: {verdict}"
+            f"{s['forward_seconds_per_case']:.2f} s per case ({_paths(s.get('paths', {}))}): {verdict}"
         )
     return "\n".join(lines)
+
+
+def _paths(paths: dict[str, int]) -> str:
+    names = {"whole": "one pass", "sliding": "sliding window"}
+    return ", ".join(f"{count} {names.get(path, path)}" for path, count in sorted(paths.items()))

@@ -50,9 +50,13 @@ def train(
     if validation_only:
         if continue_training:
             raise InputError(None, "--validation-only trains nothing: leave out --continue")
-        checkpoint = preset_model_folder(dataset_id, preset) / f"fold_{fold}" / "checkpoint_best.pth"
-        if not checkpoint.is_file():
-            raise InputError(checkpoint, "not found: --validation-only validates a model trained earlier")
+        fold_dir = preset_model_folder(dataset_id, preset) / f"fold_{fold}"
+        if not (fold_dir / "checkpoint_best.pth").is_file():
+            raise InputError(
+                fold_dir / "checkpoint_best.pth", "not found: --validation-only validates a model trained earlier"
+            )
+        if not (fold_dir / "checkpoint_final.pth").is_file():  # nnU-Net validates only a finished training
+            raise InputError(fold_dir / "checkpoint_final.pth", "not found: this fold's training has not finished")
     if wandb:
         enable_wandb()
     name, plans_identifier = ensure_planned(dataset_id, preset, num_processes)

@@ -22,7 +22,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from nnunet_mtl.config import DEFAULT, TINY, MultitaskConfig
 from nnunet_mtl.data.prepare import SUBTYPES_FILE
-from nnunet_mtl.inference.choice import UNDETERMINED, InferenceChoice, read_inference_choice, write_inference_choice
+from nnunet_mtl.inference.choice import UNDETERMINED, InferenceChoice, remove_inference_choice, write_inference_choice
 from nnunet_mtl.inference.engine import InferenceEngine, free_cached_memory
 from nnunet_mtl.io import remove_stale_temp_files, write_text_atomic
 from nnunet_mtl.model.checkpoint import (
@@ -202,6 +202,7 @@ class nnUNetTrainerMultitask(nnUNetTrainer):
             self.class_weights = self.compute_class_weights()
         if self.local_rank == 0:
             remove_stale_temp_files(Path(self.output_folder))
+            remove_inference_choice(Path(self.output_folder))  # made again by this run's final validation
             subtypes_copy = Path(self.output_folder_base) / SUBTYPES_FILE
             write_text_atomic(subtypes_copy, self.subtypes.to_json())
 
@@ -468,11 +469,13 @@ class nnUNetTrainerMultitask(nnUNetTrainer):
             self._perform_actual_validation(save_probabilities)
 
     def choose_inference(self) -> InferenceChoice:
-        """``predict``'s path and mirroring, chosen on the validation split (training/inference_choice.py) and
-        written to the model folder; where the config turns this off, the folder's earlier choice (if any)."""
-        model_dir = Path(self.output_folder_base)
+        """``predict``'s path and mirroring, chosen on this fold's validation split (training/inference_choice.py)
+        and written to the fold folder; where the config turns this off, none (one pass, no mirroring)."""
+        fold_dir = Path(self.output_folder)
         if not self.mtl_config.inference.choose_on_validation:
-            return read_inference_choice(model_dir)
+            if self.local_rank == 0:
+                remove_inference_choice(fold_dir)  # an earlier run's choice is not this model's
+            return UNDETERMINED
         self.network.eval()
         with torch.no_grad():
             choice = choose_inference(
@@ -482,7 +485,7 @@ class nnUNetTrainerMultitask(nnUNetTrainer):
                 f"fold {self.fold}",
             )
         if self.local_rank == 0:
-            write_inference_choice(model_dir, choice)
+            write_inference_choice(fold_dir, choice)
             self.print_to_log_file(format_choice(choice), also_print_to_console=True)
         return choice
 

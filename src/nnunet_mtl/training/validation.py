@@ -35,6 +35,7 @@ class ValidatedCase:
     probabilities: list[float]
     forward_seconds: float = 0.0  # the engine's forward of this case (both outputs, every pass)
     forward_passes: int = 1
+    path: str = "whole"  # the path the engine ran ("whole" or "sliding"; "auto" resolves per case)
 
 
 @dataclass(frozen=True)
@@ -95,6 +96,7 @@ def validate_cases(
                 [float(p) for p in probabilities],
                 forward_seconds,
                 prediction.num_forward_passes,
+                prediction.path,
             )
         )
         if export_folder is not None:

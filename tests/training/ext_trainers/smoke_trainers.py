@@ -33,6 +33,12 @@ class nnUNetTrainerMultitaskScratch(nnUNetTrainerMultitask):
     mtl_config = SMOKE
 
 
+class nnUNetTrainerMultitaskRevalidate(nnUNetTrainerMultitask):
+    """The smoke schedule in a folder of its own, for a copy of the smoke model validated again."""
+
+    mtl_config = SMOKE
+
+
 class nnUNetTrainerMultitaskStopEarly(nnUNetTrainerMultitask):
     mtl_config = STOP_EARLY
 
