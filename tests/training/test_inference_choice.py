@@ -126,6 +126,9 @@ def test_the_choice_round_trips_through_the_fold_folders_and_an_ensemble_takes_t
     assert read_inference_choice(tmp_path, [0, 1]) == SLIDING  # never cheaper than any member was validated
     remove_inference_choice(tmp_path / "fold_0")
     assert read_inference_choice(tmp_path, [0, 1]) == ONE_PASS
+    forced = InferenceChoice("whole", True)  # a hand-written path that no candidate has
+    write_inference_choice(tmp_path / "fold_0", forced)
+    assert read_inference_choice(tmp_path, [0, 1]) == forced
 
 
 @pytest.mark.parametrize(

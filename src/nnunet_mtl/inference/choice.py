@@ -80,7 +80,7 @@ def read_inference_choice(model_dir: Path, folds: Sequence[int]) -> InferenceCho
     chosen = [c for c in (read_fold_choice(Path(model_dir) / f"fold_{f}") for f in folds) if c is not None]
     if not chosen:
         return UNDETERMINED
-    return max(chosen, key=lambda c: CANDIDATES.index(InferenceChoice(c.path, c.mirroring)))
+    return max(chosen, key=lambda c: (c.mirroring, c.path == "sliding"))  # the order of CANDIDATES
 
 
 def write_inference_choice(fold_dir: Path, choice: InferenceChoice) -> Path:

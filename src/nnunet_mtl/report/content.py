@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from nnunet_mtl.config import TARGETS
 from nnunet_mtl.evaluation.outputs import summary_rows
 from nnunet_mtl.report.sources import ReportSources
+from nnunet_mtl.training.inference_choice import VERDICTS
 
 NOT_AVAILABLE = "n/a"
 
@@ -94,7 +95,6 @@ def mask_steps_table(determined_on: dict) -> Table:
 
 
 def inference_choice_table(determined_on: dict) -> Table:
-    verdicts = {None: "reference", True: "keeps up", False: "does not keep up"}
     rows = [
         [
             c["name"],
@@ -104,21 +104,12 @@ def inference_choice_table(determined_on: dict) -> Table:
             f"{c['forward_passes_per_case']:.1f}",
             f"{c['forward_seconds_per_case']:.2f}",
             ", ".join(f"{path} {count}" for path, count in sorted(c.get("paths", {}).items())),
-            verdicts[c["meets_reference"]],
+            VERDICTS[c["meets_reference"]],
         ]
         for c in determined_on.get("candidates", [])
     ]
-    header = [
-        "inference",
-        "Dice whole",
-        "Dice lesion",
-        "subtype right",
-        "passes/case",
-        "forward s/case",
-        "cases per path",
-    ]
-    header.append("verdict")
-    return Table(header, rows)
+    header = ["inference", "Dice whole", "Dice lesion", "subtype right", "passes/case", "forward s/case"]
+    return Table([*header, "cases per path", "verdict"], rows)
 
 
 def case_score(case: dict) -> float:

@@ -26,6 +26,7 @@ from nnunet_mtl.data.labels import REGIONS
 from nnunet_mtl.inference.choice import CANDIDATES, STOCK, InferenceChoice
 
 Validate = Callable[[InferenceChoice], Sequence]  # the validated cases (training/validation.py: ValidatedCase)
+VERDICTS = {None: "reference", True: "keeps up", False: "does not keep up"}  # by CandidateScore.meets_reference
 
 
 @dataclass(frozen=True)
@@ -107,7 +108,7 @@ def format_choice(choice: InferenceChoice) -> str:
         f"{info['reference']})"
     ]
     for s in info["candidates"]:
-        verdict = {None: "reference", True: "keeps up", False: "does not keep up"}[s["meets_reference"]]
+        verdict = VERDICTS[s["meets_reference"]]
         lines.append(
             f"  {s['name']:<31} Dice whole {s['dice']['whole_pancreas']:.4f}, lesion {s['dice']['lesion']:.4f}, "
             f"subtype right {s['correct']}/{s['cases']}, {s['forward_passes_per_case']:.1f} passes and "
