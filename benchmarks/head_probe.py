@@ -9,6 +9,14 @@ plus 0.001 (the earlier head's pooling), (c) the true lesion. A shrinkage LDA an
 (scikit-learn, standardised features) are scored by 5-fold stratified cross-validation on the pooled
 features of: each stage alone, the bottleneck, and all stages together. The head's weights are not used,
 only the encoder's and decoder's, so the model may come from any version of the head.
+
+    python benchmarks/head_probe.py --model-dir MODEL -i PHANTOM/test --truth PHANTOM/test_key \
+        --fit-images PHANTOM/train --fit-truth PHANTOM/train
+
+With ``--fit-images``/``--fit-truth`` (a transfer probe, what ``HeadConfig.readout`` decides): classifiers are
+fitted on the fit set's features pooled over (c) the true lesion, as the head's MLP learns in training, or (a)
+the predicted lesion, as the fitted LDA readout is, and scored by macro F1 on the ``-i`` set's predicted
+pooling (a), as users get it. Feature sets then include the head's six intensity statistics.
 """
 
 from __future__ import annotations
@@ -33,6 +41,7 @@ def pooled_features(model_dir: Path, images: Path, truth: Path, threshold: float
     from nnunet_mtl.inference.forward import divisibility
     from nnunet_mtl.io import array_of, read_volume
     from nnunet_mtl.model.checkpoint import read_model_json, segmentation_weights
+    from nnunet_mtl.model.head import intensity_statistics
     from nnunet_mtl.model.multitask import build_multitask_network, predicted_structure_maps
 
     plans = read_model_json(model_dir / "plans.json")
@@ -63,7 +72,7 @@ def pooled_features(model_dir: Path, images: Path, truth: Path, threshold: float
             torch.from_numpy(data), configuration.patch_size, "constant", {"value": 0}, True, divisor
         )
         seg, _ = pad_nd_image(
-            torch.from_numpy((seg == LESION).astype(np.float32)),
+            torch.from_numpy(seg.astype(np.float32)),
             configuration.patch_size,
             "constant",
             {"value": 0},
@@ -73,24 +82,28 @@ def pooled_features(model_dir: Path, images: Path, truth: Path, threshold: float
         with torch.inference_mode():
             skips = network.unet.encoder(padded[None])
             maps = predicted_structure_maps(network.unet.decoder(skips), labels.has_regions)
-        true_lesion = seg[None] if seg.sum() > 0 else torch.ones_like(seg[None])
-        for key, weights in (
-            ("learned", _head_weights(maps, threshold)),
-            ("soft", maps[:, 1:] + 1e-3),
-            ("truth", true_lesion),
+        lesion, gland = (seg[None] == LESION).float(), (seg[None] > 0).float()
+        true_lesion = lesion if lesion.sum() > 0 else torch.ones_like(lesion)
+        learned, predicted_gland = _head_weights(maps, threshold)
+        for key, weights, whole in (
+            ("learned", learned, predicted_gland),
+            ("soft", maps[:, 1:] + 1e-3, maps[:, :1]),
+            ("truth", true_lesion, gland),
         ):
-            rows[key].append([_pool(skip, weights) for skip in skips])
+            statistics = intensity_statistics(padded[None], weights, whole)[0].numpy()
+            rows[key].append([_pool(skip, weights) for skip in skips] + [statistics])
         rows["case"].append(case.name)
         rows["subtype"].append(subtypes[case.name])
     return rows
 
 
-def _head_weights(maps: torch.Tensor, threshold: float) -> torch.Tensor:
+def _head_weights(maps: torch.Tensor, threshold: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The head's lesion pooling weights (the gland's where the lesion found is too small) and the gland's."""
     weights = maps * (maps >= threshold)
     lesion, gland = weights[:, 1:], weights[:, :1]
     if lesion.sum() == 0 or lesion.sum() < 0.005 * gland.sum():
         lesion = gland if gland.sum() > 0 else torch.ones_like(gland)
-    return lesion
+    return lesion, gland
 
 
 def _pool(features: torch.Tensor, weights: torch.Tensor) -> np.ndarray:
@@ -106,7 +119,7 @@ def probe(rows: dict, folds: int = 5) -> dict:
     from sklearn.preprocessing import StandardScaler
 
     y = np.array(rows["subtype"])
-    stages = len(rows["truth"][0])
+    stages = len(rows["truth"][0]) - 1  # the last entry: intensity statistics
     sets = {f"stage {s}": [s] for s in range(stages)} | {
         "stage 1 + bottleneck": [1, stages - 1],
         "all stages": list(range(stages)),
@@ -126,18 +139,73 @@ def probe(rows: dict, folds: int = 5) -> dict:
     return results
 
 
+def transfer(fit: dict, test: dict) -> dict:
+    """Macro F1 on ``test``'s predicted pooling of classifiers fitted on ``fit``'s true or predicted pooling."""
+    from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import f1_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    stages = len(fit["truth"][0]) - 1
+    sets = {
+        "intensity statistics": [stages],
+        "all stages": list(range(stages)),
+        "all stages + statistics (the head's input)": list(range(stages + 1)),
+    }
+    classes = sorted(set(fit["subtype"]))
+    results = {}
+    for name, chosen in sets.items():
+        for fitted_on in ("truth", "learned"):
+            x = np.stack([np.concatenate([case[s] for s in chosen]) for case in fit[fitted_on]])
+            x_test = np.stack([np.concatenate([case[s] for s in chosen]) for case in test["learned"]])
+            lda = LinearDiscriminantAnalysis(
+                solver="lsqr", shrinkage="auto", priors=np.full(len(classes), 1 / len(classes))
+            )
+            logistic = make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=5000))
+            scores = {}
+            for key, classifier in (("lda", lda), ("logistic", logistic)):
+                predicted = classifier.fit(x, fit["subtype"]).predict(x_test)
+                scores[key] = float(f1_score(test["subtype"], predicted, average="macro"))
+            results[f"{fitted_on} | {name}"] = {**scores, "features": int(x.shape[1])}
+    return results
+
+
+def _features(model_dir: Path, images: list[Path], truths: list[Path]) -> dict:
+    rows: dict[str, list] = {}
+    for image_dir, truth in zip(images, truths):
+        for key, values in pooled_features(model_dir, image_dir, truth).items():
+            rows.setdefault(key, []).extend(values)
+    return rows
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model-dir", type=Path, required=True)
     parser.add_argument("-i", "--images", type=Path, nargs="+", required=True)
     parser.add_argument("--truth", type=Path, nargs="+", required=True)
+    parser.add_argument("--fit-images", type=Path, nargs="+", help="transfer probe: the set classifiers are fitted on")
+    parser.add_argument("--fit-truth", type=Path, nargs="+")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
     torch.set_num_threads(2)
-    rows: dict[str, list] = {}
-    for images, truth in zip(args.images, args.truth):
-        for key, values in pooled_features(args.model_dir, images, truth).items():
-            rows.setdefault(key, []).extend(values)
+    rows = _features(args.model_dir, args.images, args.truth)
+    if args.fit_images:
+        fit = _features(args.model_dir, args.fit_images, args.fit_truth or args.fit_images)
+        results = transfer(fit, rows)
+        print(f"fitted on {len(fit['case'])} cases, macro F1 on the predicted pooling of {len(rows['case'])} cases")
+        print(
+            "| fitted on the pooling of | features | n | shrinkage LDA | logistic regression |\n|---|---|---|---|---|"
+        )
+        for key, r in results.items():
+            pooling, name = key.split(" | ")
+            pooling = "the true lesion" if pooling == "truth" else "the predicted lesion"
+            print(f"| {pooling} | {name} | {r['features']} | {r['lda']:.3f} | {r['logistic']:.3f} |")
+        if args.out:
+            args.out.write_text(
+                json.dumps({"fit_cases": fit["case"], "cases": rows["case"], "results": results}, indent=2) + "\n"
+            )
+        return 0
     results = probe(rows)
     print(f"{len(rows['case'])} cases; 5-fold cross-validated accuracy")
     print("| pooling | stages | features | shrinkage LDA | logistic regression |\n|---|---|---|---|---|")

@@ -12,6 +12,7 @@ from typing import Literal
 Pooling = Literal["avg", "foreground", "lesion"]
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 Augmentation = Literal["nnunet", "mirror"]
+Readout = Literal["mlp", "lda"]
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,14 @@ class HeadConfig:
     intensity_statistics: bool = True
     hidden: tuple[int, ...] = (128, 64)
     dropout: float = 0.3
+    # What classifies the pooled features at inference. "mlp": the MLP trained with the network. "lda": after
+    # training, a shrinkage LDA (equal priors) fitted on the features of the training split's cases as the
+    # inference engine pools them, over the predicted masks, replaces it (training/readout.py); the MLP
+    # still trains, and its gradient still reaches the encoder. Fitted on the pooling users get, not the
+    # reference masks the MLP learnt on, and with a shrinkage covariance that a few dozen cases can estimate.
+    readout: Readout = "lda"
+    # the fit needs at least this many training cases of every subtype, else the MLP stays
+    readout_min_cases_per_class: int = 2
 
 
 @dataclass(frozen=True)

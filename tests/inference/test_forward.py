@@ -1,3 +1,5 @@
+from types import SimpleNamespace
+
 import pytest
 import torch
 
@@ -82,10 +84,14 @@ class IdentityNetwork(torch.nn.Module):
         pooled = PooledFeatures(total[:, None].expand(*slots), weight[:, None].expand(*slots), weight.expand(1, 3))
         return PoolingEvidence(torch.cat([x, x], 1), pooled)
 
-    def classify_case(self, x, segmentation, pooled):
+    def case_features(self, x, segmentation, pooled):
         ratio = pooled.sums[:, 0] / pooled.masses[:, 0]
         self.classified.append((x.shape, segmentation.shape, ratio))
-        return ratio.repeat(1, 3)
+        return ratio
+
+    @property
+    def head(self):
+        return SimpleNamespace(readout=lambda features: features.repeat(1, 3))
 
 
 @pytest.mark.parametrize("shape", [(13, 37, 29), (16, 32, 32), (5, 9, 70)])

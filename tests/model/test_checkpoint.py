@@ -24,6 +24,7 @@ from nnunet_mtl.model.checkpoint import (
     segmentation_checkpoint,
     to_plain,
     training_checkpoint,
+    update_network_weights,
     weights_only_loads,
 )
 from nnunet_mtl.model.export import export_segmentation_model
@@ -67,6 +68,20 @@ def test_written_checkpoint_loads_weights_only_with_its_state(tmp_path):
     state = MultitaskState.of(loaded)
     assert (state.best_metric, state.best_epoch, state.class_weights) == (0.7, 1, [0.5, 1.0, 1.5])
     assert "_best_ema" not in loaded  # nnU-Net's EMA selection is not ours: nothing dead is stored
+
+
+def test_updating_network_weights_keeps_everything_else(tmp_path):
+    path = tmp_path / "checkpoint_best.pth"
+    save_checkpoint(_checkpoint(epoch=7), path)
+    update_network_weights(path, {"head.readout_bias": torch.arange(3.0), "head.w": torch.zeros(3)})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint_best.pth"]
+    loaded = load_checkpoint(path)
+    weights = loaded["network_weights"]
+    assert torch.equal(weights["head.readout_bias"], torch.arange(3.0)) and torch.equal(
+        weights["head.w"], torch.zeros(3)
+    )
+    assert torch.equal(weights["unet.encoder.w"], torch.ones(2))
+    assert loaded["current_epoch"] == 7 and MultitaskState.of(loaded).best_epoch == 1  # not saved as a new epoch
 
 
 @pytest.mark.parametrize(

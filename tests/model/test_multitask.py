@@ -237,3 +237,39 @@ def test_structure_maps_of_references_and_predictions_agree_for_regions_and_labe
     assert torch.allclose(
         predicted_structure_maps(soft, False), torch.cat([1 - probabilities[:, :1], probabilities[:, 2:]], 1)
     )
+
+
+def test_a_fitted_readout_classifies_in_eval_mode_and_the_mlp_trains():
+    torch.manual_seed(0)
+    model = MultitaskUNet(plain_unet(False), 3, HeadConfig(dropout=0.0))
+    head = model.head
+    x = torch.randn(2, 1, 16, 32, 32)
+    maps = torch.zeros(2, 2, 16, 32, 32)
+    maps[:, 0, 4:12, 8:24, 8:24] = 1.0
+    maps[:, 1, 6:10, 12:20, 12:20] = 1.0
+    pooled = head.pool(model.head_features(model.unet.encoder(x)), maps)
+    features = head.case_features(pooled, head.statistics(x, maps))
+    assert features.shape == (2, head.num_features)
+    mlp = head.mlp(features)
+    weight, bias = torch.randn(3, head.num_features), torch.randn(3)
+    head.set_readout(weight, bias)
+    head.eval()
+    torch.testing.assert_close(head.classify(pooled, head.statistics(x, maps)), features @ weight.t() + bias)
+    head.train()  # training trains the MLP, fitted readout or not
+    torch.testing.assert_close(head.classify(pooled, head.statistics(x, maps)), mlp)
+    head.eval()
+    head.set_readout(None)
+    torch.testing.assert_close(head.classify(pooled, head.statistics(x, maps)), mlp)
+
+
+def test_the_readout_travels_in_the_state_dict_and_older_state_dicts_load_without_one():
+    model = MultitaskUNet(plain_unet(False), 3, HeadConfig())
+    model.head.set_readout(torch.ones(3, model.head.num_features), torch.arange(3.0))
+    state = model.state_dict()
+    assert bool(state["head.readout_fitted"]) and torch.equal(state["head.readout_bias"], torch.arange(3.0))
+    copy = MultitaskUNet(plain_unet(False), 3, HeadConfig())
+    copy.load_state_dict(state)  # strict
+    assert bool(copy.head.readout_fitted) and torch.equal(copy.head.readout_weight, model.head.readout_weight)
+    older = {k: v for k, v in state.items() if ".readout_" not in k}  # written before the readout existed
+    model.load_state_dict(older)  # strict, and the readout is reset to none
+    assert not bool(model.head.readout_fitted) and not model.head.readout_weight.any()

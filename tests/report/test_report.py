@@ -167,6 +167,7 @@ def test_report_of_the_final_validation(smoke_model, tmp_path):
     assert sum(image["section"] == "overlays" for image in parsed.images) == min(4, metrics["num_cases"])
     facts = dict(parsed.tables["summary"])
     assert facts["selected checkpoint (checkpoint_best)"].startswith("epoch ")
+    assert facts["subtype readout"] == "shrinkage LDA fitted on the training split's predicted pooling"
     # the inference choice made at the end of training: every candidate run, with its numbers
     from nnunet_mtl.inference.choice import read_inference_choice
 

@@ -65,6 +65,11 @@ def test_ddp_training_splits_gathers_saves_on_rank0_and_stops_early_on_every_ran
     best = torch.load(fold / "checkpoint_best.pth", weights_only=True)["network_weights"]
     best_sum = sum(float(v.double().sum()) for v in best.values())
     assert ranks[0]["weights_sum"] == pytest.approx(best_sum) and ranks[1]["weights_sum"] == pytest.approx(best_sum)
+    # the subtype readout: every rank featurised its share of the training cases, gathered all, fitted the same
+    assert bool(best["head.readout_fitted"])
+    assert ranks[0]["readout"] == ranks[1]["readout"] == pytest.approx(best["head.readout_weight"].flatten().tolist())
+    train_keys = load_json(nnunet_root / "nnUNet_preprocessed" / name / "splits_final.json")[0]["train"]
+    assert f"of the head's features of {len(train_keys)} training cases" in log
     metrics = json.loads((fold / "validation" / "metrics.json").read_text())
     assert sorted(c["name"] for c in metrics["cases"]) == sorted(validation_keys)
     assert all((fold / "validation" / f"{key}.nii.gz").is_file() for key in validation_keys)

@@ -90,6 +90,13 @@ def test_checkpoint_holds_multitask_state_and_loads_weights_only(smoke_model):
     assert checkpoint["current_epoch"] == SMOKE.schedule.num_epochs
     assert any(k.startswith("head.") for k in checkpoint["network_weights"])
     logging = checkpoint["logging"]
+    # the LDA readout fitted on the training split: before checkpoint_final is saved, and on checkpoint_best's
+    # weights for the final validation, written back to it (predict reads it; the test below compares)
+    for name in ("checkpoint_final.pth", "checkpoint_best.pth"):
+        weights = torch.load(folder / "fold_0" / name, weights_only=True)["network_weights"]
+        assert bool(weights["head.readout_fitted"]) and weights["head.readout_weight"].abs().sum() > 0, name
+    log = next((folder / "fold_0").glob("training_log_*.txt")).read_text()
+    assert log.count("subtype readout: shrinkage LDA fitted on the head's features of 6 training cases") == 2
     assert len(logging["wv_combined"]) == 3 and len(logging["train_cls_losses"]) == 3
     assert logging["phase"] == [1, 2, 2]
 

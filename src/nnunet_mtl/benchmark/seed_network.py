@@ -35,5 +35,5 @@ class EncoderTwiceUNet(nn.Module):
         features = self.multitask.head_features(self.multitask.unet.encoder(x))
         return self.multitask.pooling_evidence(features, segmentation, spatial_weights)
 
-    def classify_case(self, x: torch.Tensor, segmentation: torch.Tensor, pooled: PooledFeatures) -> torch.Tensor:
-        return self.multitask.classify_case(x, segmentation, pooled)
+    def case_features(self, x: torch.Tensor, segmentation: torch.Tensor, pooled: PooledFeatures) -> torch.Tensor:
+        return self.multitask.case_features(x, segmentation, pooled)

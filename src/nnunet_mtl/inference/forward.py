@@ -56,6 +56,7 @@ class CasePrediction:
     class_logits: torch.Tensor  # (num_subtypes,) float32 on the CPU
     path: str  # "whole" or "sliding"
     num_forward_passes: int
+    head_features: torch.Tensor | None = None  # (features,) what the head's readout classified; one network only
 
 
 def divisibility(strides: Sequence[Sequence[int]]) -> tuple[int, ...]:
@@ -98,10 +99,14 @@ class _CaseAccumulator:
         self.passes += len(combos)
         return segmentation / len(combos)
 
-    def class_logits(self, network: MultitaskUNet, x: torch.Tensor, segmentation: torch.Tensor) -> torch.Tensor:
+    def classify(
+        self, network: MultitaskUNet, x: torch.Tensor, segmentation: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The case's head features and class logits (float32, on the CPU)."""
         device = next(network.parameters()).device
         pooled = PooledFeatures(*(t.to(device) for t in self.pooled))
-        return network.classify_case(x.to(device), segmentation.to(device), pooled)[0].float().cpu()
+        features = network.case_features(x.to(device), segmentation.to(device), pooled)
+        return features[0].float().cpu(), network.head.readout(features)[0].float().cpu()
 
 
 @torch.inference_mode()
@@ -119,8 +124,9 @@ def predict_whole_volume(
     x = padded[None].to(device)
     case = _CaseAccumulator()
     segmentation = case.evidence_with_mirroring(network, x, mirror_axes)
-    class_logits = case.class_logits(network, x, segmentation)
-    return CasePrediction(segmentation[0][(slice(None), *slicer[1:])].cpu(), class_logits, "whole", case.passes)
+    features, class_logits = case.classify(network, x, segmentation)
+    cropped = segmentation[0][(slice(None), *slicer[1:])].cpu()
+    return CasePrediction(cropped, class_logits, "whole", case.passes, features)
 
 
 @torch.inference_mode()
@@ -158,8 +164,8 @@ def predict_sliding_window(
             seg_sum = torch.zeros((seg.shape[0], *spatial), dtype=torch.float32)
         seg_sum[(slice(None), *tile)] += seg * gaussian
     stitched = seg_sum / weight_sum
-    class_logits = case.class_logits(network, padded[None], stitched[None])
-    return CasePrediction(stitched[(slice(None), *slicer[1:])], class_logits, "sliding", case.passes)
+    features, class_logits = case.classify(network, padded[None], stitched[None])
+    return CasePrediction(stitched[(slice(None), *slicer[1:])], class_logits, "sliding", case.passes, features)
 
 
 def whole_volume_shape(

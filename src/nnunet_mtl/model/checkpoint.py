@@ -101,6 +101,13 @@ def save_checkpoint(checkpoint: dict, path: Path) -> None:
         os.fsync(handle.fileno())
 
 
+def update_network_weights(path: Path, entries: Mapping[str, torch.Tensor]) -> None:
+    """Replace some of a saved checkpoint's network weights (e.g. a readout fitted after training), atomically."""
+    checkpoint = load_checkpoint(path)
+    checkpoint["network_weights"].update({k: v.detach().cpu() for k, v in entries.items()})
+    save_checkpoint(checkpoint, path)
+
+
 def load_checkpoint(path: Path, map_location: torch.device | str = "cpu") -> dict:
     """An nnunet-mtl checkpoint, read weights-only; anything else is an InputError naming the file."""
     return read_checkpoint(path, map_location)[0]

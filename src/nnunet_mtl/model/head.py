@@ -89,11 +89,17 @@ class ClassificationHead(nn.Module):
         layers: list[nn.Module] = []
         width = sum(self.stage_channels)
         width += NUM_INTENSITY_STATISTICS * image_channels if config.intensity_statistics else 0
+        self.num_features = width
         for hidden in config.hidden:
             layers += [nn.Linear(width, hidden), nn.ReLU(inplace=True), nn.Dropout(config.dropout)]
             width = hidden
         layers.append(nn.Linear(width, num_classes))
         self.mlp = nn.Sequential(*layers)
+        # A linear readout fitted after training (training/readout.py) replaces the MLP at inference where
+        # it is fitted; buffers, so that checkpoints carry it and no optimiser moves it.
+        self.register_buffer("readout_weight", torch.zeros(num_classes, self.num_features))
+        self.register_buffer("readout_bias", torch.zeros(num_classes))
+        self.register_buffer("readout_fitted", torch.zeros((), dtype=torch.bool))
 
     @property
     def needs_maps(self) -> bool:
@@ -145,8 +151,9 @@ class ClassificationHead(nn.Module):
             slot = torch.where(found, LESION, slot)
         return slot
 
-    def classify(self, pooled: PooledFeatures, statistics: torch.Tensor | None = None) -> torch.Tensor:
-        """Class logits from the pooled features of whole cases (summed over their passes)."""
+    def case_features(self, pooled: PooledFeatures, statistics: torch.Tensor | None = None) -> torch.Tensor:
+        """What the readout classifies, (batch, num_features): every pooled stage's mean over the case's slot,
+        layer-normalised, and the intensity statistics."""
         slot = self.slot(pooled)
         rows = torch.arange(slot.shape[0], device=slot.device)
         sums, masses = pooled.sums[rows, slot], pooled.masses[rows, slot].clamp_min(1e-12)
@@ -156,7 +163,36 @@ class ClassificationHead(nn.Module):
             if statistics is None:
                 raise ValueError("the head was built with intensity statistics but got none")
             features.append(statistics.float())
-        return self.mlp(torch.cat(features, 1))
+        return torch.cat(features, 1)
+
+    def readout(self, features: torch.Tensor) -> torch.Tensor:
+        """Class logits of :meth:`case_features`: the fitted linear readout in eval mode where one is fitted,
+        else the MLP (always in training, which trains the MLP)."""
+        if not self.training and bool(self.readout_fitted):
+            return features.float() @ self.readout_weight.t() + self.readout_bias
+        return self.mlp(features)
+
+    def set_readout(self, weight: torch.Tensor | None, bias: torch.Tensor | None = None) -> None:
+        """Install a fitted linear readout (classes, num_features) and bias; None removes it (the MLP again)."""
+        with torch.no_grad():
+            if weight is None:
+                self.readout_weight.zero_()
+                self.readout_bias.zero_()
+                self.readout_fitted.fill_(False)
+                return
+            self.readout_weight.copy_(torch.as_tensor(weight, dtype=torch.float32))
+            self.readout_bias.copy_(torch.as_tensor(bias, dtype=torch.float32))
+            self.readout_fitted.fill_(True)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # checkpoints written before the fitted readout existed have none: they keep the MLP
+        for name in ("readout_weight", "readout_bias", "readout_fitted"):
+            state_dict.setdefault(prefix + name, torch.zeros_like(getattr(self, name)))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def classify(self, pooled: PooledFeatures, statistics: torch.Tensor | None = None) -> torch.Tensor:
+        """Class logits from the pooled features of whole cases (summed over their passes)."""
+        return self.readout(self.case_features(pooled, statistics))
 
     def statistics(self, image: torch.Tensor, maps: torch.Tensor | None) -> torch.Tensor | None:
         if not self.use_intensity_statistics:

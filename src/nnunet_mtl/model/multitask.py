@@ -120,12 +120,12 @@ class MultitaskUNet(nn.Module):
         maps = predicted_structure_maps(segmentation, self.has_regions) if self.head.pooling != "avg" else None
         return PoolingEvidence(segmentation, self.head.pool(features, maps, spatial_weights))
 
-    def classify_case(self, x: torch.Tensor, segmentation: torch.Tensor, pooled: PooledFeatures) -> torch.Tensor:
-        """The head's MLP on a case's pooled features (summed over its passes), with the intensity statistics
-        of the whole case (image ``x`` and its stitched segmentation logits)."""
+    def case_features(self, x: torch.Tensor, segmentation: torch.Tensor, pooled: PooledFeatures) -> torch.Tensor:
+        """The head's readout input for a case's pooled features (summed over its passes), with the intensity
+        statistics of the whole case (image ``x`` and its stitched segmentation logits)."""
         needs = self.head.use_intensity_statistics
         maps = predicted_structure_maps(segmentation, self.has_regions) if needs else None
-        return self.head.classify(pooled, self.head.statistics(x, maps))
+        return self.head.case_features(pooled, self.head.statistics(x, maps))
 
 
 def build_multitask_network(

@@ -180,6 +180,12 @@ def run_facts(sources: ReportSources) -> list[tuple[str, str]]:
         ("epochs trained", f"{run.epochs}" + ("" if run.finished else " (training not finished)")),
         ("phase 1 (head on a detached bottleneck)", f"epochs 0-{loss.get('phase1_epochs', 0) - 1}"),
         ("selected checkpoint (checkpoint_best)", "none" if run.best_epoch is None else f"epoch {run.best_epoch}"),
+        (
+            "subtype readout",
+            "shrinkage LDA fitted on the training split's predicted pooling"
+            if run.readout_fitted
+            else "the head's MLP",
+        ),
         ("metrics from", sources.metrics_origin),
         ("cases", str(sources.metrics["num_cases"])),
     ]

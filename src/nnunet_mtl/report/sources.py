@@ -28,6 +28,7 @@ class TrainingRun:
     best_epoch: int | None  # the epoch checkpoint_best was saved at
     finished: bool  # checkpoint_final exists
     config: dict
+    readout_fitted: bool = False  # checkpoint_best's (else the log checkpoint's) head has a fitted LDA readout
 
     @property
     def epochs(self) -> int:
@@ -75,8 +76,10 @@ def load_training_run(model_dir: Path, fold: int | None) -> TrainingRun:
     checkpoint = load_checkpoint(checkpoint_path)
     state = MultitaskState.of(checkpoint)
     best_epoch = state.best_epoch
+    deployed = checkpoint  # what predict uses by default
     if (fold_dir / CHECKPOINT_FILES["best"]).is_file():
-        best_epoch = MultitaskState.of(load_checkpoint(fold_dir / CHECKPOINT_FILES["best"])).best_epoch
+        deployed = load_checkpoint(fold_dir / CHECKPOINT_FILES["best"])
+        best_epoch = MultitaskState.of(deployed).best_epoch
     log = checkpoint["logging"]
     return TrainingRun(
         trainer=checkpoint.get("trainer_name", ""),
@@ -85,6 +88,7 @@ def load_training_run(model_dir: Path, fold: int | None) -> TrainingRun:
         best_epoch=best_epoch if best_epoch is not None else best_epoch_of(log),
         finished=checkpoint_path.name == LOG_CHECKPOINTS[0],
         config=state.config,
+        readout_fitted=bool(deployed["network_weights"].get("head.readout_fitted", False)),
     )
 
 

@@ -9,6 +9,8 @@ Usable through ``nnunet-mtl train`` and through stock nnU-Net::
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from time import time
@@ -31,6 +33,7 @@ from nnunet_mtl.model.checkpoint import (
     load_resume_checkpoint,
     save_checkpoint,
     training_checkpoint,
+    update_network_weights,
 )
 from nnunet_mtl.model.multitask import MultitaskUNet, build_multitask_network, reference_structure_maps
 from nnunet_mtl.precision import resolve_precision
@@ -47,12 +50,14 @@ from nnunet_mtl.training.inference_choice import choose_inference, format_choice
 from nnunet_mtl.training.optimizer import build_optimizer
 from nnunet_mtl.training.postprocess import determine_for_model, format_postprocessing
 from nnunet_mtl.training.progress import NAN, MultitaskLocalLogger
+from nnunet_mtl.training.readout import fit_readout, format_readout, readout_problem
 from nnunet_mtl.training.selection import CheckpointSelection, epochs_within_budget
 from nnunet_mtl.training.step import multitask_losses, optimise
 from nnunet_mtl.training.subtypes import SubtypeMap
 from nnunet_mtl.training.tracking import TensorBoardLogger
 from nnunet_mtl.training.validation import (
     ValidationMetrics,
+    preprocessed_case,
     validate_all_ranks,
     validate_cases,
     write_validation_outputs,
@@ -89,6 +94,7 @@ class nnUNetTrainerMultitask(nnUNetTrainer):
         self._subtypes: SubtypeMap | None = None
         self._validation_keys: list[str] | None = None
         self._resumed_at_epoch = 0
+        self._loaded_checkpoint: Path | None = None  # the checkpoint file last loaded
 
     # ------------------------------------------------------------------ network
 
@@ -200,6 +206,8 @@ class nnUNetTrainerMultitask(nnUNetTrainer):
         super().on_train_start()
         if self.class_weights is None:  # restored by load_checkpoint when continuing
             self.class_weights = self.compute_class_weights()
+        self.multitask_network.head.set_readout(None)  # fitted again for this run's weights at its end
+        self._loaded_checkpoint = None  # a resumed checkpoint_latest is gone by the final validation
         if self.local_rank == 0:
             remove_stale_temp_files(Path(self.output_folder))
             remove_inference_choice(Path(self.output_folder))  # made again by this run's final validation
@@ -306,21 +314,19 @@ class nnUNetTrainerMultitask(nnUNetTrainer):
         """This rank's share of the validation cases (all of them without DDP)."""
         if self._validation_keys is None:
             self._validation_keys = self.do_split()[1]
+        return self.rank_share(self._validation_keys)
+
+    def rank_share(self, keys: list[str]) -> list[str]:
+        """This rank's share of ``keys`` (all of them without DDP)."""
         if not self.is_ddp:
-            return list(self._validation_keys)
+            return list(keys)
         import torch.distributed as dist
 
-        return self._validation_keys[self.local_rank :: dist.get_world_size()]
+        return keys[self.local_rank :: dist.get_world_size()]
 
-    def whole_volume_validation(
-        self,
-        export_folder: Path | None = None,
-        save_probabilities: bool = False,
-        choice: InferenceChoice = UNDETERMINED,
-    ) -> ValidationMetrics:
-        """Every validation case through ``predict``'s engine with ``choice``'s path and mirroring."""
-        val_keys = self.rank_validation_keys()
-        dataset = self.dataset_class(self.preprocessed_dataset_folder, val_keys)
+    @contextmanager
+    def inference_engine(self, choice: InferenceChoice = UNDETERMINED) -> Iterator[InferenceEngine]:
+        """``predict``'s engine on this network with ``choice``'s path and mirroring (deep supervision off)."""
         was_ds = self.multitask_network.decoder.deep_supervision
         self.set_deep_supervision_enabled(False)
         engine = InferenceEngine(
@@ -334,6 +340,21 @@ class nnUNetTrainerMultitask(nnUNetTrainer):
         )
         free_cached_memory(self.device)  # the training step's cached blocks: the whole-volume passes need them
         try:
+            yield engine
+        finally:
+            self.set_deep_supervision_enabled(was_ds)
+            free_cached_memory(self.device)
+
+    def whole_volume_validation(
+        self,
+        export_folder: Path | None = None,
+        save_probabilities: bool = False,
+        choice: InferenceChoice = UNDETERMINED,
+    ) -> ValidationMetrics:
+        """Every validation case through ``predict``'s engine with ``choice``'s path and mirroring."""
+        val_keys = self.rank_validation_keys()
+        dataset = self.dataset_class(self.preprocessed_dataset_folder, val_keys)
+        with self.inference_engine(choice) as engine:
             local = validate_cases(
                 engine,
                 dataset,
@@ -346,12 +367,44 @@ class nnUNetTrainerMultitask(nnUNetTrainer):
                 export_folder,
                 save_probabilities,
             )
-        finally:
-            self.set_deep_supervision_enabled(was_ds)
-            free_cached_memory(self.device)
         return validate_all_ranks(local, self.mtl_config)
 
+    def fit_subtype_readout(self) -> bool:
+        """With ``HeadConfig.readout = "lda"``: the head's features of every training case, pooled by
+        ``predict``'s engine over the predicted masks, and a shrinkage LDA on them as the head's readout
+        (training/readout.py). Every rank fits on every rank's cases alike. True where one was fitted."""
+        head = self.multitask_network.head
+        head.set_readout(None)
+        config = self.mtl_config
+        if config.head.readout != "lda":
+            return False
+        keys = self.do_split()[0]
+        problem = readout_problem(
+            [self.subtypes[k] for k in keys], config.num_subtypes, config.head.readout_min_cases_per_class
+        )
+        if problem is not None:
+            self.print_to_log_file(format_readout(None, problem), also_print_to_console=True)
+            return False
+        rank_keys = self.rank_share(keys)
+        dataset = self.dataset_class(self.preprocessed_dataset_folder, rank_keys)
+        self.network.eval()
+        local = []
+        with torch.no_grad(), self.inference_engine() as engine:
+            for key in rank_keys:
+                features = engine.forward(preprocessed_case(dataset, key)[0]).head_features
+                local.append((key, features.numpy()))
+        cases = sorted(gather_objects(local), key=lambda case: case[0])
+        fitted = fit_readout(np.stack([f for _, f in cases]), [self.subtypes[k] for k, _ in cases], config.num_subtypes)
+        head.set_readout(torch.from_numpy(fitted.weight), torch.from_numpy(fitted.bias))
+        self.print_to_log_file(format_readout(fitted), also_print_to_console=True)
+        return True
+
+    def readout_weights(self) -> dict[str, torch.Tensor]:
+        """The head's readout entries of the network's state dict."""
+        return {k: v for k, v in self.multitask_network.state_dict().items() if ".readout_" in k}
+
     def on_train_end(self):
+        self.fit_subtype_readout()  # before nnU-Net's on_train_end saves checkpoint_final
         super().on_train_end()
         barrier()  # rank 0's checkpoint_final (and best) are written before any rank loads one for validation
         if self.tensorboard is not None:
@@ -492,6 +545,9 @@ class nnUNetTrainerMultitask(nnUNetTrainer):
     def _perform_actual_validation(self, save_probabilities: bool) -> None:
         folder = Path(self.output_folder) / "validation"
         folder.mkdir(parents=True, exist_ok=True)
+        self.fit_subtype_readout()
+        if self.local_rank == 0 and self._loaded_checkpoint is not None:  # predict reads the file
+            update_network_weights(self._loaded_checkpoint, self.readout_weights())
         choice = self.choose_inference()
         self.network.eval()
         with torch.no_grad():
@@ -548,11 +604,13 @@ class nnUNetTrainerMultitask(nnUNetTrainer):
         if not self.was_initialized:
             self.initialize()
         checkpoint = filename_or_checkpoint
+        self._loaded_checkpoint = None
         if isinstance(checkpoint, str):
             requested = Path(checkpoint)
             checkpoint, path = load_resume_checkpoint(requested, self.device)
             if path != requested:
                 self.print_to_log_file(f"{path.name} is newer than {requested.name}: resuming from it")
+            self._loaded_checkpoint = path  # the final validation's readout is written back to it
         self.multitask_network.load_state_dict(checkpoint["network_weights"])
         self.my_init_kwargs = checkpoint["init_args"]
         self.current_epoch = checkpoint["current_epoch"]

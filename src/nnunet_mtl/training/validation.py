@@ -48,6 +48,14 @@ class ValidationMetrics:
     cases: list[ValidatedCase]
 
 
+def preprocessed_case(dataset, key: str) -> tuple[torch.Tensor, dict]:
+    """A case of nnU-Net's preprocessed dataset as a tensor (channels, *spatial), and its properties."""
+    data, _, _, properties = dataset.load_case(key)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # non-writable blosc2 arrays
+        return torch.from_numpy(np.asarray(data[:])), properties
+
+
 def validate_cases(
     engine: InferenceEngine,
     dataset,
@@ -68,10 +76,7 @@ def validate_cases(
     reader = plans_manager.image_reader_writer_class()
     results = []
     for key in keys:
-        data, _, _, properties = dataset.load_case(key)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # non-writable blosc2 arrays
-            data = torch.from_numpy(np.asarray(data[:]))
+        data, properties = preprocessed_case(dataset, key)
         start = time.perf_counter()
         prediction = engine.forward(data)
         forward_seconds = time.perf_counter() - start

@@ -148,6 +148,7 @@ class nnUNetTrainerMultitaskGloo(nnUNetTrainerMultitask):
             oversample=self.oversample_foreground_percent,
             probabilistic=self.probabilistic_oversampling,
             weights_sum=float(sum(float(v.double().sum()) for v in weights.values())),
+            readout=weights["head.readout_weight"].flatten().tolist(),
         )
         with open(os.path.join(self.output_folder, f"ddp_rank{self.local_rank}.json"), "w") as handle:
             json.dump(self.record, handle)
