@@ -47,6 +47,14 @@ class HeadConfig:
     # the fit needs at least this many training cases of every subtype, else the MLP stays
     readout_min_cases_per_class: int = 2
 
+    def __post_init__(self) -> None:
+        if self.readout not in ("mlp", "lda"):
+            raise ValueError(f"HeadConfig.readout must be 'mlp' or 'lda', got {self.readout!r}")
+        if self.readout_min_cases_per_class < 2:  # one case per class leaves no within-class covariance
+            raise ValueError(
+                f"HeadConfig.readout_min_cases_per_class must be >= 2, got {self.readout_min_cases_per_class}"
+            )
+
 
 @dataclass(frozen=True)
 class ScheduleConfig:

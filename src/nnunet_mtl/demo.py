@@ -63,7 +63,15 @@ class EpochCondenser:
             self.emit(text)
         elif (
             line.startswith(
-                ("phase 2:", "early stopping", "inference chosen", "final validation", "CPU plan", "Traceback")
+                (
+                    "phase 2:",
+                    "early stopping",
+                    "inference chosen",
+                    "subtype readout",
+                    "final validation",
+                    "CPU plan",
+                    "Traceback",
+                )
             )
             or "Error" in line
         ):

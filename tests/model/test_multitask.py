@@ -258,6 +258,10 @@ def test_a_fitted_readout_classifies_in_eval_mode_and_the_mlp_trains():
     head.train()  # training trains the MLP, fitted readout or not
     torch.testing.assert_close(head.classify(pooled, head.statistics(x, maps)), mlp)
     head.eval()
+    with torch.autocast("cpu", torch.bfloat16):  # the engine's autocast: the readout stays in fp32
+        logits = head.readout(features)
+    assert logits.dtype == torch.float32
+    torch.testing.assert_close(logits, features @ weight.t() + bias)
     head.set_readout(None)
     torch.testing.assert_close(head.classify(pooled, head.statistics(x, maps)), mlp)
 

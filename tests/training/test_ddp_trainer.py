@@ -69,7 +69,7 @@ def test_ddp_training_splits_gathers_saves_on_rank0_and_stops_early_on_every_ran
     assert bool(best["head.readout_fitted"])
     assert ranks[0]["readout"] == ranks[1]["readout"] == pytest.approx(best["head.readout_weight"].flatten().tolist())
     train_keys = load_json(nnunet_root / "nnUNet_preprocessed" / name / "splits_final.json")[0]["train"]
-    assert f"of the head's features of {len(train_keys)} training cases" in log
+    assert f"fitted on the head's features of {len(train_keys)} training cases" in log
     metrics = json.loads((fold / "validation" / "metrics.json").read_text())
     assert sorted(c["name"] for c in metrics["cases"]) == sorted(validation_keys)
     assert all((fold / "validation" / f"{key}.nii.gz").is_file() for key in validation_keys)

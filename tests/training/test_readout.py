@@ -45,3 +45,12 @@ def test_too_few_cases_of_a_subtype_keeps_the_mlp():
     assert "[2, 2, 1]" in problem and "at least 2" in problem
     assert "[2, 2, 0]" in readout_problem([0, 0, 1, 1], 3, 1)
     assert format_readout(None, problem).startswith("subtype readout: the MLP (subtype counts")
+
+
+def test_the_head_config_refuses_an_unknown_readout_and_too_few_cases():
+    from nnunet_mtl.config import HeadConfig
+
+    with pytest.raises(ValueError, match="'mlp' or 'lda'"):
+        HeadConfig(readout="LDA")
+    with pytest.raises(ValueError, match=">= 2"):
+        HeadConfig(readout_min_cases_per_class=1)

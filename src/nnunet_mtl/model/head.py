@@ -100,6 +100,7 @@ class ClassificationHead(nn.Module):
         self.register_buffer("readout_weight", torch.zeros(num_classes, self.num_features))
         self.register_buffer("readout_bias", torch.zeros(num_classes))
         self.register_buffer("readout_fitted", torch.zeros((), dtype=torch.bool))
+        self._readout_fitted = False  # the buffer's value as a Python flag: no tensor read in compiled graphs
 
     @property
     def needs_maps(self) -> bool:
@@ -168,8 +169,10 @@ class ClassificationHead(nn.Module):
     def readout(self, features: torch.Tensor) -> torch.Tensor:
         """Class logits of :meth:`case_features`: the fitted linear readout in eval mode where one is fitted,
         else the MLP (always in training, which trains the MLP)."""
-        if not self.training and bool(self.readout_fitted):
-            return features.float() @ self.readout_weight.t() + self.readout_bias
+        if not self.training and self._readout_fitted:
+            # LDA logits are large terms that cancel: half-precision autocast would round them by tenths
+            with torch.autocast(features.device.type, enabled=False):
+                return features.float() @ self.readout_weight.float().t() + self.readout_bias.float()
         return self.mlp(features)
 
     def set_readout(self, weight: torch.Tensor | None, bias: torch.Tensor | None = None) -> None:
@@ -178,17 +181,18 @@ class ClassificationHead(nn.Module):
             if weight is None:
                 self.readout_weight.zero_()
                 self.readout_bias.zero_()
-                self.readout_fitted.fill_(False)
-                return
-            self.readout_weight.copy_(torch.as_tensor(weight, dtype=torch.float32))
-            self.readout_bias.copy_(torch.as_tensor(bias, dtype=torch.float32))
-            self.readout_fitted.fill_(True)
+            else:
+                self.readout_weight.copy_(torch.as_tensor(weight, dtype=torch.float32))
+                self.readout_bias.copy_(torch.as_tensor(bias, dtype=torch.float32))
+            self.readout_fitted.fill_(weight is not None)
+        self._readout_fitted = weight is not None
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         # checkpoints written before the fitted readout existed have none: they keep the MLP
         for name in ("readout_weight", "readout_bias", "readout_fitted"):
             state_dict.setdefault(prefix + name, torch.zeros_like(getattr(self, name)))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        self._readout_fitted = bool(self.readout_fitted)
 
     def classify(self, pooled: PooledFeatures, statistics: torch.Tensor | None = None) -> torch.Tensor:
         """Class logits from the pooled features of whole cases (summed over their passes)."""

@@ -51,5 +51,5 @@ def format_readout(fitted: FittedReadout | None, problem: str | None = None) -> 
         return f"subtype readout: the MLP ({problem})"
     return (
         f"subtype readout: shrinkage LDA fitted on the head's features of {fitted.num_cases} training cases "
-        f"(predicted masks, whole volume; accuracy on them {fitted.training_accuracy:.3f})"
+        f"(predicted masks, predict's path; accuracy on them {fitted.training_accuracy:.3f})"
     )

@@ -394,7 +394,19 @@ class nnUNetTrainerMultitask(nnUNetTrainer):
                 features = engine.forward(preprocessed_case(dataset, key)[0]).head_features
                 local.append((key, features.numpy()))
         cases = sorted(gather_objects(local), key=lambda case: case[0])
-        fitted = fit_readout(np.stack([f for _, f in cases]), [self.subtypes[k] for k, _ in cases], config.num_subtypes)
+        fitted, problem = None, None
+        if self.local_rank == 0:  # fitted once, sent to every rank: all ranks deploy the very same readout
+            features = np.stack([f for _, f in cases])
+            try:
+                if not np.isfinite(features).all():
+                    raise ValueError("non-finite head features")
+                fitted = fit_readout(features, [self.subtypes[k] for k, _ in cases], config.num_subtypes)
+            except (ValueError, np.linalg.LinAlgError) as err:  # a diverged network: keep the MLP, keep training's end
+                problem = f"the fit failed: {err}"
+        fitted, problem = broadcast_from_rank0((fitted, problem))
+        if fitted is None:
+            self.print_to_log_file(format_readout(None, problem), also_print_to_console=True)
+            return False
         head.set_readout(torch.from_numpy(fitted.weight), torch.from_numpy(fitted.bias))
         self.print_to_log_file(format_readout(fitted), also_print_to_console=True)
         return True
