@@ -218,6 +218,24 @@ def test_phase_controls_encoder_gradient_from_classification(trainer_with_batch)
         assert (grad > 0) == reaches_encoder
 
 
+def test_a_failed_readout_fit_keeps_the_mlp_and_says_why(trainer_with_batch):
+    trainer, _ = trainer_with_batch
+    head = trainer.multitask_network.head
+    assert trainer.fit_subtype_readout() and bool(head.readout_fitted)  # a healthy network: fitted
+    first = next(trainer.multitask_network.unet.encoder.parameters())
+    kept = first.detach().clone()
+    with torch.no_grad():
+        first.fill_(float("nan"))  # a diverged network: non-finite features
+    try:
+        assert not trainer.fit_subtype_readout()
+    finally:
+        with torch.no_grad():
+            first.copy_(kept)
+    assert not bool(head.readout_fitted) and not head.readout_weight.abs().sum()
+    log = Path(trainer.log_file).read_text()
+    assert "subtype readout: the MLP (the fit failed: non-finite head features)" in log
+
+
 @pytest.mark.slow
 def test_training_steps_lower_both_losses(trainer_with_batch):
     trainer, batch = trainer_with_batch
