@@ -96,7 +96,8 @@ def test_checkpoint_holds_multitask_state_and_loads_weights_only(smoke_model):
         weights = torch.load(folder / "fold_0" / name, weights_only=True)["network_weights"]
         assert bool(weights["head.readout_fitted"]) and weights["head.readout_weight"].abs().sum() > 0, name
     # other tests instantiate trainers on this fold too, each writing its own log: take the training run's
-    (log,) = [text for p in (folder / "fold_0").glob("training_log_*.txt") if "Training done." in (text := p.read_text())]
+    logs = [path.read_text() for path in (folder / "fold_0").glob("training_log_*.txt")]
+    (log,) = [text for text in logs if "Training done." in text]
     assert log.count("subtype readout: shrinkage LDA fitted on the head's features of 6 training cases") == 2
     assert len(logging["wv_combined"]) == 3 and len(logging["train_cls_losses"]) == 3
     assert logging["phase"] == [1, 2, 2]
