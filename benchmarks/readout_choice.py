@@ -27,6 +27,19 @@ from head_probe import pooled_features
 SHIPPED = "shrinkage LDA (Ledoit-Wolf)"
 
 
+class ShippedReadout:
+    """``training/readout.fit_readout``, the readout the trainer installs, as a scikit-learn style classifier."""
+
+    def fit(self, x: np.ndarray, y: np.ndarray) -> ShippedReadout:
+        from nnunet_mtl.training.readout import fit_readout
+
+        self.fitted = fit_readout(x, y, num_classes=3)
+        return self
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        return np.argmax(x @ self.fitted.weight.T.astype(np.float64) + self.fitted.bias, axis=1)
+
+
 def candidates() -> dict:
     from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
     from sklearn.linear_model import LogisticRegression, LogisticRegressionCV
@@ -38,7 +51,7 @@ def candidates() -> dict:
     folds = StratifiedKFold(5, shuffle=True, random_state=0)
     lda = LinearDiscriminantAnalysis(solver="lsqr", priors=priors)
     return {
-        SHIPPED: lambda: LinearDiscriminantAnalysis(solver="lsqr", shrinkage="auto", priors=priors),
+        SHIPPED: ShippedReadout,
         "LDA, shrinkage by 5-fold CV": lambda: make_pipeline(
             StandardScaler(),
             GridSearchCV(lda, {"shrinkage": [0.1, 0.3, 0.5, 0.7, 0.9, 0.99]}, cv=folds, scoring="f1_macro"),

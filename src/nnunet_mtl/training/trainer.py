@@ -372,7 +372,8 @@ class nnUNetTrainerMultitask(nnUNetTrainer):
     def fit_subtype_readout(self) -> bool:
         """With ``HeadConfig.readout = "lda"``: the head's features of every training case, pooled by
         ``predict``'s engine over the predicted masks, and a shrinkage LDA on them as the head's readout
-        (training/readout.py). Every rank fits on every rank's cases alike. True where one was fitted."""
+        (training/readout.py). Each rank featurises its share; rank 0 fits on all of them and every rank installs
+        that one readout. True where one was fitted."""
         head = self.multitask_network.head
         head.set_readout(None)
         config = self.mtl_config
