@@ -29,7 +29,11 @@ import numpy as np
 import torch
 
 
-def pooled_features(model_dir: Path, images: Path, truth: Path, threshold: float = 0.5) -> dict:
+def pooled_features(
+    model_dir: Path, images: Path, truth: Path, threshold: float = 0.5, flips: tuple[tuple[int, ...], ...] = ((),)
+) -> dict:
+    """Every case's pooled features (one row per case and entry of ``flips``: the spatial axes the input is
+    flipped along before its pass; the default, one unflipped pass)."""
     from acvl_utils.cropping_and_padding.padding import pad_nd_image
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
@@ -79,21 +83,24 @@ def pooled_features(model_dir: Path, images: Path, truth: Path, threshold: float
             True,
             divisor,
         )
-        with torch.inference_mode():
-            skips = network.unet.encoder(padded[None])
-            maps = predicted_structure_maps(network.unet.decoder(skips), labels.has_regions)
-        lesion, gland = (seg[None] == LESION).float(), (seg[None] > 0).float()
-        true_lesion = lesion if lesion.sum() > 0 else torch.ones_like(lesion)
-        learned, predicted_gland = _head_weights(maps, threshold)
-        for key, weights, whole in (
-            ("learned", learned, predicted_gland),
-            ("soft", maps[:, 1:] + 1e-3, maps[:, :1]),
-            ("truth", true_lesion, gland),
-        ):
-            statistics = intensity_statistics(padded[None], weights, whole)[0].numpy()
-            rows[key].append([_pool(skip, weights) for skip in skips] + [statistics])
-        rows["case"].append(case.name)
-        rows["subtype"].append(subtypes[case.name])
+        for axes in flips:
+            x = torch.flip(padded[None], [a + 2 for a in axes])
+            reference = torch.flip(seg[None], [a + 2 for a in axes])
+            with torch.inference_mode():
+                skips = network.unet.encoder(x)
+                maps = predicted_structure_maps(network.unet.decoder(skips), labels.has_regions)
+            lesion, gland = (reference == LESION).float(), (reference > 0).float()
+            true_lesion = lesion if lesion.sum() > 0 else torch.ones_like(lesion)
+            learned, predicted_gland = _head_weights(maps, threshold)
+            for key, weights, whole in (
+                ("learned", learned, predicted_gland),
+                ("soft", maps[:, 1:] + 1e-3, maps[:, :1]),
+                ("truth", true_lesion, gland),
+            ):
+                statistics = intensity_statistics(x, weights, whole)[0].numpy()
+                rows[key].append([_pool(skip, weights) for skip in skips] + [statistics])
+            rows["case"].append(case.name)
+            rows["subtype"].append(subtypes[case.name])
     return rows
 
 

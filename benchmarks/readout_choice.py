@@ -9,11 +9,18 @@ the training split and of the test split. Every candidate is fitted on the train
 ``HeadConfig.readout`` is, and scored on the test split's: per-model accuracy and macro F1, and each
 candidate's accuracy minus the shrinkage LDA's (the readout shipped), paired over all test cases with a
 bootstrap 95% interval. Features are cached beside each model (``readout_features_*.npz``).
+
+    python benchmarks/readout_choice.py --matrix OUT --label LABEL --fit-sets [--out RESULT.json]
+
+compares instead what the shipped readout is fitted on: the training split (shipped), every training case
+under the 8 flips of its three axes (one row per flip; the "mirror" augmentation trains on all of them), and
+the training plus the validation split (cases the network never trained on).
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 from pathlib import Path
@@ -71,11 +78,31 @@ def candidates() -> dict:
     }
 
 
-def features(model: Path, images: Path, truth: Path, cache: Path) -> tuple[np.ndarray, np.ndarray]:
+# the 8 flips of the three spatial axes (the "mirror" augmentation trains on all of them)
+ALL_FLIPS = ((), *(c for n in (1, 2, 3) for c in itertools.combinations((0, 1, 2), n)))
+# what the shipped readout is fitted on, and the alternatives: the same classifier on other training sets
+FIT_SETS = {
+    "train": "training split (shipped)",
+    "train_flips": "training split under 8 flips",
+    "train_validation": "training + validation splits",
+}
+
+
+def candidate_fits(fit_sets: bool) -> dict:
+    """Name -> (classifier factory, fitting set): the readouts compared, the shipped one first."""
+    if fit_sets:
+        names = {key: SHIPPED if key == "train" else f"{SHIPPED}, {name}" for key, name in FIT_SETS.items()}
+        return {names[key]: (ShippedReadout, key) for key in FIT_SETS}
+    return {name: (make, "train") for name, make in candidates().items()}
+
+
+def features(
+    model: Path, images: Path, truth: Path, cache: Path, flips: tuple[tuple[int, ...], ...] = ((),)
+) -> tuple[np.ndarray, np.ndarray]:
     if cache.is_file():
         stored = np.load(cache)
         return stored["x"], stored["y"]
-    rows = pooled_features(model, images, truth)
+    rows = pooled_features(model, images, truth, flips=flips)
     x = np.stack([np.concatenate(case) for case in rows["learned"]])
     y = np.array(rows["subtype"])
     np.savez(cache, x=x, y=y)
@@ -89,6 +116,11 @@ def main(argv=None) -> int:
     parser.add_argument("--matrix", type=Path, required=True, help="accuracy_matrix.py's --out")
     parser.add_argument("--label", required=True)
     parser.add_argument("--out", type=Path)
+    parser.add_argument(
+        "--fit-sets",
+        action="store_true",
+        help="the shipped readout fitted on other sets instead (training under 8 flips, training + validation)",
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(2)
     results, correct = {}, {}
@@ -99,15 +131,23 @@ def main(argv=None) -> int:
         data = args.matrix / "data" / run.name
         x_fit, y_fit = features(model, data / "train", data / "train", run / "readout_features_train.npz")
         x_test, y_test = features(model, data / "test", data / "test_key", run / "readout_features_test.npz")
+        fit_sets = {"train": (x_fit, y_fit)}
+        if args.fit_sets:
+            flipped = run / "readout_features_train_flips.npz"
+            fit_sets["train_flips"] = features(model, data / "train", data / "train", flipped, ALL_FLIPS)
+            x_val, y_val = features(
+                model, data / "validation", data / "validation", run / "readout_features_validation.npz"
+            )
+            fit_sets["train_validation"] = (np.concatenate([x_fit, x_val]), np.concatenate([y_fit, y_val]))
         results[run.name] = {}
-        for name, make in candidates().items():
-            predicted = make().fit(x_fit, y_fit).predict(x_test)
+        for name, (make, fit_set) in candidate_fits(args.fit_sets).items():
+            predicted = make().fit(*fit_sets[fit_set]).predict(x_test)
             correct.setdefault(name, []).append(predicted == y_test)
             results[run.name][name] = {
                 "accuracy": float(np.mean(predicted == y_test)),
                 "macro_f1": float(f1_score(y_test, predicted, average="macro")),
             }
-    names = list(candidates())
+    names = list(candidate_fits(args.fit_sets))
     print("| model | " + " | ".join(names) + " |\n|---|" + "---|" * len(names))
     for run, scores in results.items():
         print(f"| {run} | " + " | ".join(f"{scores[n]['macro_f1']:.3f}" for n in names) + " |")
