@@ -248,7 +248,8 @@ def test_predict_applies_the_model_folders_postprocessing(model_dir, small_phant
     assert read_probabilities_csv(post / "subtype_probabilities_uncalibrated.csv") == network
     calibrated = read_probabilities_csv(post / "subtype_probabilities.csv")
     for name, p in network.items():
-        assert np.allclose(calibrated[name], softmax(np.log(p) / 2.0), atol=2e-6)
+        with np.errstate(divide="ignore"):  # a confident readout's probability can round to 0 in the CSV
+            assert np.allclose(calibrated[name], softmax(np.log(p) / 2.0), atol=2e-6)
     assert read_subtype_csv(post / "subtype_results.csv") == read_subtype_csv(raw / "subtype_results.csv")
     for mask in raw.glob("*.nii.gz"):
         labels = sitk.GetArrayFromImage(sitk.ReadImage(str(mask)))
