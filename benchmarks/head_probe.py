@@ -84,8 +84,8 @@ def pooled_features(
             divisor,
         )
         for axes in flips:
-            x = torch.flip(padded[None], [a + 2 for a in axes])
-            reference = torch.flip(seg[None], [a + 2 for a in axes])
+            dims = [a + 2 for a in axes]  # after the batch and channel dimensions
+            x, reference = torch.flip(padded[None], dims), torch.flip(seg[None], dims)
             with torch.inference_mode():
                 skips = network.unet.encoder(x)
                 maps = predicted_structure_maps(network.unet.decoder(skips), labels.has_regions)

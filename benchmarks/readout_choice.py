@@ -80,19 +80,15 @@ def candidates() -> dict:
 
 # the 8 flips of the three spatial axes (the "mirror" augmentation trains on all of them)
 ALL_FLIPS = ((), *(c for n in (1, 2, 3) for c in itertools.combinations((0, 1, 2), n)))
-# what the shipped readout is fitted on, and the alternatives: the same classifier on other training sets
-FIT_SETS = {
-    "train": "training split (shipped)",
-    "train_flips": "training split under 8 flips",
-    "train_validation": "training + validation splits",
-}
+# the sets the shipped readout is fitted on besides the training split (--fit-sets)
+OTHER_FIT_SETS = {"train_flips": "training split under 8 flips", "train_validation": "training + validation splits"}
 
 
 def candidate_fits(fit_sets: bool) -> dict:
     """Name -> (classifier factory, fitting set): the readouts compared, the shipped one first."""
     if fit_sets:
-        names = {key: SHIPPED if key == "train" else f"{SHIPPED}, {name}" for key, name in FIT_SETS.items()}
-        return {names[key]: (ShippedReadout, key) for key in FIT_SETS}
+        others = {f"{SHIPPED}, {name}": (ShippedReadout, key) for key, name in OTHER_FIT_SETS.items()}
+        return {SHIPPED: (ShippedReadout, "train"), **others}
     return {name: (make, "train") for name, make in candidates().items()}
 
 
@@ -123,6 +119,7 @@ def main(argv=None) -> int:
     )
     args = parser.parse_args(argv)
     torch.set_num_threads(2)
+    fits = candidate_fits(args.fit_sets)
     results, correct = {}, {}
     for run in sorted((args.matrix / args.label).iterdir()):
         if not (run / "result.json").is_file():
@@ -140,14 +137,14 @@ def main(argv=None) -> int:
             )
             fit_sets["train_validation"] = (np.concatenate([x_fit, x_val]), np.concatenate([y_fit, y_val]))
         results[run.name] = {}
-        for name, (make, fit_set) in candidate_fits(args.fit_sets).items():
+        for name, (make, fit_set) in fits.items():
             predicted = make().fit(*fit_sets[fit_set]).predict(x_test)
             correct.setdefault(name, []).append(predicted == y_test)
             results[run.name][name] = {
                 "accuracy": float(np.mean(predicted == y_test)),
                 "macro_f1": float(f1_score(y_test, predicted, average="macro")),
             }
-    names = list(candidate_fits(args.fit_sets))
+    names = list(fits)
     print("| model | " + " | ".join(names) + " |\n|---|" + "---|" * len(names))
     for run, scores in results.items():
         print(f"| {run} | " + " | ".join(f"{scores[n]['macro_f1']:.3f}" for n in names) + " |")
