@@ -69,19 +69,22 @@ class ShippedReadout(LinearReadout):
         return self
 
 
+def feature_blocks(sizes: list[int]) -> list[np.ndarray]:
+    """The column indices of each feature block (the pooled stages, shallow to deep, then the statistics)."""
+    return np.split(np.arange(sum(sizes)), np.cumsum(sizes)[:-1])
+
+
 class StageLDAs(LinearReadout):
     """A shrinkage LDA per block of features (each pooled stage, the intensity statistics) with their logits
     summed: a product of experts, each estimating a covariance of tens of features, not hundreds. Still one
     linear map of all features, as the head's readout buffers hold."""
 
     def __init__(self, sizes: list[int]):
-        self.blocks = np.split(np.arange(sum(sizes)), np.cumsum(sizes)[:-1])
+        self.blocks = feature_blocks(sizes)
 
     def fit(self, x: np.ndarray, y: np.ndarray) -> StageLDAs:
-        from nnunet_mtl.training.readout import fit_readout
-
-        fits = [fit_readout(x[:, block], y, num_classes=3) for block in self.blocks]
-        self.weight = np.concatenate([f.weight for f in fits], axis=1).astype(np.float64)
+        fits = [ShippedReadout().fit(x[:, block], y) for block in self.blocks]
+        self.weight = np.concatenate([f.weight for f in fits], axis=1)
         self.bias = np.sum([f.bias for f in fits], axis=0)
         return self
 
@@ -93,8 +96,6 @@ class BaggedLDA(LinearReadout):
         self.resamples = resamples
 
     def fit(self, x: np.ndarray, y: np.ndarray) -> BaggedLDA:
-        from nnunet_mtl.training.readout import fit_readout
-
         rng = np.random.default_rng(0)
         weights, biases = [], []
         while len(weights) < self.resamples:
@@ -102,7 +103,7 @@ class BaggedLDA(LinearReadout):
             rows = np.concatenate([rng.choice(np.flatnonzero(y == k), np.sum(y == k)) for k in range(3)])
             if min(len(np.unique(rows[y[rows] == k])) for k in range(3)) < 2:
                 continue
-            fitted = fit_readout(x[rows], y[rows], num_classes=3)
+            fitted = ShippedReadout().fit(x[rows], y[rows])
             weights.append(fitted.weight)
             biases.append(fitted.bias)
         self.weight, self.bias = np.mean(weights, axis=0), np.mean(biases, axis=0)
@@ -114,8 +115,8 @@ class BlocksLDA(LinearReadout):
     deep, then the intensity statistics); zero weight on the others."""
 
     def __init__(self, sizes: list[int], blocks: list[int]):
-        edges = np.cumsum([0, *sizes])
-        self.columns = np.concatenate([np.arange(edges[b], edges[b + 1]) for b in blocks])
+        columns = feature_blocks(sizes)
+        self.columns = np.concatenate([columns[b] for b in blocks])
 
     def fit(self, x: np.ndarray, y: np.ndarray) -> BlocksLDA:
         readout = ShippedReadout().fit(x[:, self.columns], y)
@@ -132,13 +133,11 @@ class SubspaceLDA(LinearReadout):
         self.subspaces = subspaces
 
     def fit(self, x: np.ndarray, y: np.ndarray) -> SubspaceLDA:
-        from nnunet_mtl.training.readout import fit_readout
-
         rng = np.random.default_rng(0)
         self.weight, self.bias = np.zeros((3, x.shape[1])), np.zeros(3)
         for _ in range(self.subspaces):
             columns = rng.choice(x.shape[1], x.shape[1] // 2, replace=False)
-            fitted = fit_readout(x[:, columns], y, num_classes=3)
+            fitted = ShippedReadout().fit(x[:, columns], y)
             self.weight[:, columns] += fitted.weight / self.subspaces
             self.bias += fitted.bias / self.subspaces
         return self
@@ -162,9 +161,9 @@ class WithMLP:
         return np.argmax(log_softmax(logits, axis=1) + log_softmax(mlp, axis=1), axis=1)
 
 
-def candidates(sizes: list[int] | None = None, mlp: bool = False) -> dict:
-    """Name -> classifier factory. ``sizes``: the feature blocks (stages, statistics) for the per-block
-    candidate; ``mlp``: the features end with the trained MLP's logits (engine features)."""
+def candidates(sizes: list[int], mlp: bool = False) -> dict:
+    """Name -> classifier factory. ``sizes``: the sizes of the feature blocks (stages, statistics) for the
+    per-block candidates; ``mlp``: the features end with the trained MLP's logits (engine features)."""
     from sklearn.covariance import OAS
     from sklearn.decomposition import PCA
     from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
@@ -206,18 +205,16 @@ def candidates(sizes: list[int] | None = None, mlp: bool = False) -> dict:
         "bagged shrinkage LDA (50 resamples)": BaggedLDA,
         "random-subspace shrinkage LDA (50 halves)": SubspaceLDA,
     }
-    if sizes is not None:
-        found["shrinkage LDA per stage, logits summed"] = lambda: StageLDAs(sizes)
-        statistics = len(sizes) - 1
-        found["shrinkage LDA, intensity statistics only"] = lambda: BlocksLDA(sizes, [statistics])
-        found["shrinkage LDA, stages 0-1 + statistics"] = lambda: BlocksLDA(sizes, [0, 1, statistics])
-        found["shrinkage LDA, every stage, no statistics"] = lambda: BlocksLDA(sizes, list(range(statistics)))
+    statistics = len(sizes) - 1
+    found["shrinkage LDA per stage, logits summed"] = lambda: StageLDAs(sizes)
+    found["shrinkage LDA, intensity statistics only"] = lambda: BlocksLDA(sizes, [statistics])
+    found["shrinkage LDA, stages 0-1 + statistics"] = lambda: BlocksLDA(sizes, [0, 1, statistics])
+    found["shrinkage LDA, every stage, no statistics"] = lambda: BlocksLDA(sizes, list(range(statistics)))
     if mlp:
         found = {name: (lambda make=make: WithoutLast(make(), MLP_LOGITS)) for name, make in found.items()}
         found["trained MLP"] = TrainedMLP
         found[f"{SHIPPED} + trained MLP"] = lambda: WithMLP(ShippedReadout())
-        if sizes is not None:
-            found["shrinkage LDA per stage + trained MLP"] = lambda: WithMLP(StageLDAs(sizes))
+        found["shrinkage LDA per stage + trained MLP"] = lambda: WithMLP(StageLDAs(sizes))
         found["bagged shrinkage LDA + trained MLP"] = lambda: WithMLP(BaggedLDA())
     return found
 
