@@ -36,6 +36,10 @@ class HeadConfig:
     # Also feed the MLP intensity statistics of the input inside the predicted lesion and gland (mean, std,
     # contrast, relative size): the bottleneck alone learns subtype features too slowly for short schedules.
     intensity_statistics: bool = True
+    # ... and of the lesion's core and rim (model/head.py, lesion_context_statistics), which a predicted
+    # outline a voxel off barely moves: the mean over a small lesion mixes gland into it (README, "Lesion core
+    # and rim").
+    lesion_context_statistics: bool = True
     hidden: tuple[int, ...] = (128, 64)
     dropout: float = 0.3
     # What classifies the pooled features at inference. "mlp": the MLP trained with the network. "lda": after
@@ -218,6 +222,8 @@ class MultitaskConfig:
     def from_dict(cls, values: dict) -> MultitaskConfig:
         """The inverse of :meth:`to_dict` (as stored in checkpoints); unknown keys are an error."""
         head = dict(values.get("head", {}))
+        # checkpoints written before the core and rim statistics existed have heads without them
+        head.setdefault("lesion_context_statistics", False)
         for key in ("hidden", "stages"):
             if head.get(key) is not None:
                 head[key] = tuple(head[key])

@@ -190,6 +190,70 @@ def test_intensity_statistics_match_direct_computation():
     assert stats[5] == pytest.approx(float(torch.log(torch.tensor(9.0)) - torch.log(torch.tensor(57.0))), abs=1e-3)
 
 
+def test_core_and_rim_statistics_match_scipy_morphology():
+    from scipy import ndimage
+
+    from nnunet_mtl.model.head import intensity_statistics
+
+    torch.manual_seed(0)
+    image = torch.randn(1, 1, 6, 16, 16) * 20 + 50
+    whole = torch.zeros_like(image)
+    whole[..., 1:5, 2:14, 2:14] = 1
+    lesion = torch.zeros_like(image)
+    lesion[..., 2:4, 5:10, 4:11] = 0.8  # probability weights, as the head thresholds them
+    lesion[..., 3, 7, 7] = 1.0
+    stats = intensity_statistics(image, lesion, whole, context=True)[0]
+    assert stats.shape == (11,)
+    img, les = image[0, 0].double().numpy(), lesion[0, 0].double().numpy()
+    core = ndimage.minimum_filter(les, size=(1, 3, 3), mode="constant", cval=0.0)
+    rim = ndimage.maximum_filter(les, size=(1, 5, 5), mode="constant", cval=0.0) * (les == 0)
+    assert core.sum() > 0 and rim.sum() > 0
+
+    def mean(w):
+        return float((img * w).sum() / w.sum())
+
+    gland_mean = mean(whole[0, 0].double().numpy() - les)
+    expected = [
+        mean(core),
+        mean(core) - gland_mean,
+        mean(rim),
+        mean(les) - mean(rim),
+        mean(core) - mean(rim),
+    ]
+    assert stats[6:].tolist() == pytest.approx(expected, abs=0.05)
+    assert stats[:6].tolist() == pytest.approx(intensity_statistics(image, lesion, whole)[0].tolist())
+
+
+def test_core_of_a_lesion_thinner_than_the_erosion_is_the_lesion():
+    from nnunet_mtl.model.head import intensity_statistics
+
+    image = torch.randn(2, 1, 4, 12, 12)
+    whole = torch.ones_like(image)
+    lesion = torch.zeros_like(image)
+    lesion[0, :, 1:3, 4:8, 5] = 1  # one voxel wide in-plane: erosion leaves nothing
+    lesion[1, :, 1:3, 3:9, 3:9] = 1
+    stats = intensity_statistics(image, lesion, whole, context=True)
+    thin = image[0][lesion[0] > 0]
+    assert stats[0, 6] == pytest.approx(float(thin.mean()), abs=1e-3)  # core mean = lesion mean
+    thick_core = image[1, :, 1:3, 4:8, 4:8]
+    assert stats[1, 6] == pytest.approx(float(thick_core.mean()), abs=1e-3)
+
+
+def test_heads_of_checkpoints_without_core_and_rim_statistics_keep_their_width():
+    from nnunet_mtl.config import MultitaskConfig
+    from nnunet_mtl.model.head import ClassificationHead
+
+    current = MultitaskConfig()
+    assert MultitaskConfig.from_dict(current.to_dict()) == current  # what a checkpoint stores now
+    older = current.to_dict()
+    del older["head"]["lesion_context_statistics"]  # written before the statistics existed
+    restored = MultitaskConfig.from_dict(older)
+    assert not restored.head.lesion_context_statistics
+    channels = (4, 8)
+    assert ClassificationHead(channels, 3, restored.head).num_features == 12 + 6
+    assert ClassificationHead(channels, 3, current.head).num_features == 12 + 11
+
+
 def test_reference_maps_replace_the_prediction():
     torch.manual_seed(0)
     model = MultitaskUNet(plain_unet(), 3, HeadConfig(dropout=0.0)).eval()

@@ -11,6 +11,7 @@ from torch import nn
 from nnunet_mtl.config import HeadConfig
 
 NUM_INTENSITY_STATISTICS = 6  # per image channel, see intensity_statistics
+NUM_CONTEXT_STATISTICS = 5  # per image channel, with context=True
 LESION, GLAND, UNIFORM = 0, 1, 2  # the pooling slots of PooledFeatures, in this order
 _EPS = 1e-3
 
@@ -45,8 +46,42 @@ def _resample(weights: torch.Tensor, shape) -> torch.Tensor:
     return nn.functional.adaptive_avg_pool3d(weights, shape)
 
 
-def intensity_statistics(image: torch.Tensor, lesion: torch.Tensor, whole: torch.Tensor) -> torch.Tensor:
-    """Image statistics inside the lesion and the rest of the gland, (batch, 6 * channels).
+def _weighted_mean(image: torch.Tensor, weights: torch.Tensor, spatial: tuple[int, ...]):
+    mass = weights.sum(spatial) + _EPS
+    return (image * weights).sum(spatial) / mass, mass
+
+
+def _in_plane_pool(weights: torch.Tensor, width: int) -> torch.Tensor:
+    """Maximum over a width x width window in the last two axes: nnU-Net transposes a case's coarsest axis
+    first, so these are its two finest (in-plane, for CT)."""
+    return nn.functional.max_pool3d(weights, (1, width, width), stride=1, padding=(0, width // 2, width // 2))
+
+
+def lesion_context_statistics(image: torch.Tensor, lesion: torch.Tensor, gland_mean: torch.Tensor) -> torch.Tensor:
+    """Statistics of a lesion that a boundary error of a voxel barely moves, (batch, 5 * channels).
+
+    The core (the lesion eroded by one voxel in-plane; the lesion itself where nothing is left) and the rim (a
+    two-voxel ring around it, in-plane): core mean, core minus gland mean, rim mean, lesion minus rim mean,
+    core minus rim mean. A small lesion's mean mixes in whatever its predicted outline adds or drops, while
+    its centre and its margin (a cyst's wall, a blurred solid edge) keep their look.
+    """
+    spatial = tuple(range(2, image.ndim))
+    core = -_in_plane_pool(-lesion, 3)
+    left = core.sum(spatial, keepdim=True) > _EPS
+    core = torch.where(left, core, lesion)
+    rim = _in_plane_pool(lesion, 5) * (lesion <= 0)
+    lesion_mean, _ = _weighted_mean(image, lesion, spatial)
+    core_mean, _ = _weighted_mean(image, core, spatial)
+    rim_mean, _ = _weighted_mean(image, rim, spatial)
+    parts = [core_mean, core_mean - gland_mean, rim_mean, lesion_mean - rim_mean, core_mean - rim_mean]
+    return torch.cat(parts, 1)
+
+
+def intensity_statistics(
+    image: torch.Tensor, lesion: torch.Tensor, whole: torch.Tensor, context: bool = False
+) -> torch.Tensor:
+    """Image statistics inside the lesion and the rest of the gland, (batch, 6 * channels), and with
+    ``context`` :func:`lesion_context_statistics` after them, (batch, 11 * channels).
 
     Mean and standard deviation of the intensity in the lesion and in the gland, their difference of
     means, and the log ratio of lesion to gland volume: what a radiologist reads off a CT to tell lesion
@@ -57,12 +92,13 @@ def intensity_statistics(image: torch.Tensor, lesion: torch.Tensor, whole: torch
     gland = (whole - lesion).clamp_min(0)
     features, masses = [], []
     for weights in (lesion, gland):
-        mass = weights.sum(spatial) + _EPS
-        mean = (image * weights).sum(spatial) / mass
+        mean, mass = _weighted_mean(image, weights, spatial)
         variance = (((image - mean[(...,) + (None,) * len(spatial)]) ** 2) * weights).sum(spatial) / mass
         features += [mean, torch.sqrt(variance + _EPS)]
         masses.append(mass)
     features += [features[0] - features[2], torch.log(masses[0] + 1) - torch.log(masses[1] + 1)]
+    if context:
+        features.append(lesion_context_statistics(image, lesion.float(), features[2]))
     return torch.cat(features, 1)
 
 
@@ -75,7 +111,8 @@ class ClassificationHead(nn.Module):
     outweigh a small lesion), detached, so the classification loss never pushes the segmentation around.
     Where the lesion found is empty or smaller than ``config.lesion_fallback_share`` of the gland, the head
     pools over the gland, and where no gland is found either, over every voxel. With
-    ``intensity_statistics`` the MLP also gets :func:`intensity_statistics` of the input.
+    ``intensity_statistics`` the MLP also gets :func:`intensity_statistics` of the input (with
+    ``lesion_context_statistics`` those of the lesion's core and rim too).
     """
 
     def __init__(self, stage_channels: Sequence[int], num_classes: int, config: HeadConfig, image_channels: int = 1):
@@ -84,11 +121,14 @@ class ClassificationHead(nn.Module):
         self.pooling = config.pooling
         self.stages = resolve_stages(config.stages, len(stage_channels))
         self.use_intensity_statistics = config.intensity_statistics
+        self.use_context_statistics = config.intensity_statistics and config.lesion_context_statistics
         self.stage_channels = [int(stage_channels[s]) for s in self.stages]
         self.norms = nn.ModuleList(nn.LayerNorm(c) for c in self.stage_channels)
         layers: list[nn.Module] = []
         width = sum(self.stage_channels)
-        width += NUM_INTENSITY_STATISTICS * image_channels if config.intensity_statistics else 0
+        if self.use_intensity_statistics:
+            per_channel = NUM_INTENSITY_STATISTICS + NUM_CONTEXT_STATISTICS * self.use_context_statistics
+            width += per_channel * image_channels
         self.num_features = width
         for hidden in config.hidden:
             layers += [nn.Linear(width, hidden), nn.ReLU(inplace=True), nn.Dropout(config.dropout)]
@@ -202,7 +242,7 @@ class ClassificationHead(nn.Module):
         if not self.use_intensity_statistics:
             return None
         weights = self.weights(maps)
-        return intensity_statistics(image, weights[:, 1:], weights[:, :1])
+        return intensity_statistics(image, weights[:, 1:], weights[:, :1], self.use_context_statistics)
 
     def forward(self, features: Sequence[torch.Tensor], maps: torch.Tensor | None, image: torch.Tensor) -> torch.Tensor:
         return self.classify(self.pool(features, maps), self.statistics(image, maps))
