@@ -274,9 +274,10 @@ def features(
 
 
 def engine_features(model: Path, images: Path, truth: Path, cache: Path) -> tuple[np.ndarray, np.ndarray, list[int]]:
-    """``predict``'s engine's head features of every case (checkpoint_best, no mirroring, as the trainer fits
-    its readout) followed by the trained MLP's logits; the subtypes; the sizes of the feature blocks. Checks
-    that the shipped readout fitted now is the one installed: the engine's class logits are its logits."""
+    """``predict``'s engine's head features of every case (checkpoint_best, on the path and mirroring the model
+    chose, as the trainer fits its readout) followed by the trained MLP's logits; the subtypes; the sizes of
+    the feature blocks. Checks that the shipped readout fitted now is the one installed: the engine's class
+    logits are its logits."""
     if cache.is_file():
         stored = np.load(cache)
         return stored["x"], stored["y"], stored["sizes"].tolist()
@@ -286,7 +287,9 @@ def engine_features(model: Path, images: Path, truth: Path, cache: Path) -> tupl
     from nnunet_mtl.inference.model import load_model
     from nnunet_mtl.inference.predictor import MultitaskPredictor
 
-    predictor = MultitaskPredictor(load_model(model))
+    loaded = load_model(model)
+    choice = loaded.inference_choice
+    predictor = MultitaskPredictor(loaded, tta=choice.mirroring, path=choice.path)
     head = predictor.model.networks[0].head
     subtypes = {t.name: t.subtype for t in find_truth(truth)}  # subtypeK/ folders, or a flat one with labels.csv
     if None in subtypes.values():

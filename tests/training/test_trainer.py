@@ -12,6 +12,7 @@ from batchgenerators.utilities.file_and_folder_operations import load_json
 
 from nnunet_mtl.cli import main
 from nnunet_mtl.data.layout import scan_assignment_data
+from nnunet_mtl.inference.choice import read_inference_choice
 from nnunet_mtl.postprocessing.components import STEPS
 from nnunet_mtl.postprocessing.plan import POSTPROCESSING_FILE, read_postprocessing
 from nnunet_mtl.training.distributed import inverse_frequency_weights
@@ -98,7 +99,9 @@ def test_checkpoint_holds_multitask_state_and_loads_weights_only(smoke_model):
     # other tests instantiate trainers on this fold too, each writing its own log: take the training run's
     logs = [path.read_text() for path in (folder / "fold_0").glob("training_log_*.txt")]
     (log,) = [text for text in logs if "Training done." in text]
-    assert log.count("subtype readout: shrinkage LDA fitted on the head's features of 6 training cases") == 2
+    # once for checkpoint_final, then once per inference candidate the final validation scored
+    fits = log.count("subtype readout: shrinkage LDA fitted on the head's features of 6 training cases")
+    assert fits == 1 + len(read_inference_choice(folder, [0]).determined_on["candidates"])
     assert len(logging["wv_combined"]) == 3 and len(logging["train_cls_losses"]) == 3
     assert logging["phase"] == [1, 2, 2]
 
@@ -235,6 +238,29 @@ def test_a_failed_readout_fit_keeps_the_mlp_and_says_why(trainer_with_batch):
     assert not bool(head.readout_fitted) and not head.readout_weight.abs().sum()
     log = Path(trainer.log_file).read_text()
     assert "subtype readout: the MLP (the fit failed: non-finite head features)" in log
+
+
+def test_each_inference_candidate_is_scored_with_a_readout_fitted_on_its_own_path(trainer_with_batch):
+    from nnunet_mtl.inference.choice import STOCK, UNDETERMINED
+
+    trainer, _ = trainer_with_batch
+    config = trainer.mtl_config
+    # no candidate keeps up: all four are scored and stock, the first one scored, is chosen
+    trainer.mtl_config = replace(config, inference=replace(config.inference, choice_dice_tolerance=-1.0))
+    try:
+        choice = trainer.choose_inference()
+    finally:
+        trainer.mtl_config = config
+    assert choice == STOCK and len(choice.determined_on["candidates"]) == 4
+    installed = {name: value.clone() for name, value in trainer.readout_weights().items()}
+    assert bool(installed["head.readout_fitted"])
+    assert trainer.fit_subtype_readout(STOCK)  # stock's readout, not the last candidate's
+    for name, value in trainer.readout_weights().items():
+        assert torch.allclose(value.float(), installed[name].float()), name
+    assert trainer.fit_subtype_readout(UNDETERMINED)  # one unmirrored pass: other features, another readout
+    assert not torch.allclose(trainer.readout_weights()["head.readout_weight"], installed["head.readout_weight"])
+    log = Path(trainer.log_file).read_text()
+    assert f"training cases (predicted masks, {STOCK.name}; accuracy" in log
 
 
 @pytest.mark.slow
@@ -422,6 +448,30 @@ def test_final_validation_and_predict_give_the_same_masks_and_probabilities(smok
         reference = sitk.GetArrayFromImage(sitk.ReadImage(str(validation / f"{case.name}.nii.gz")))
         assert np.array_equal(mask, reference), case.name
         assert predicted[case.name] == pytest.approx(validated[case.name], abs=1e-6), case.name
+
+
+def test_the_installed_readout_is_fitted_on_the_chosen_paths_features(smoke_model, small_phantom):
+    """predict classifies with the readout fitted on the features of its own path and mirroring: a readout fitted
+    on one unmirrored pass and applied to mirrored passes misclassified a third of a phantom's test cases."""
+    from nnunet_mtl.inference.model import load_model
+    from nnunet_mtl.inference.predictor import MultitaskPredictor
+    from nnunet_mtl.training.readout import fit_readout
+
+    folder, _ = smoke_model
+    model = load_model(folder, (0,), ("best",))
+    choice = model.inference_choice
+    predictor = MultitaskPredictor(model, "cpu", choice.mirroring, path=choice.path, postprocess=False)
+    cases = scan_assignment_data(small_phantom).train
+    features = np.stack([predictor.forward(predictor.preprocess(c).data).head_features.numpy() for c in cases])
+    expected = fit_readout(features, [c.subtype for c in cases], 3)
+    head = model.networks[0].head
+    assert bool(head.readout_fitted)
+    assert head.readout_weight.numpy() == pytest.approx(expected.weight, rel=1e-3, abs=1e-3)
+    assert head.readout_bias.numpy() == pytest.approx(expected.bias, rel=1e-3, abs=1e-3)
+    if choice.mirroring:  # and not the one-pass fit: the mirrored passes' features differ from one pass's
+        one_pass = MultitaskPredictor(model, "cpu", False, path="auto", postprocess=False)
+        plain = np.stack([one_pass.forward(one_pass.preprocess(c).data).head_features.numpy() for c in cases])
+        assert not np.allclose(plain, features, atol=1e-3)
 
 
 def test_training_ends_with_an_inference_choice_that_predict_follows(smoke_model, small_phantom, tmp_path):

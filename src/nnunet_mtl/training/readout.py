@@ -46,10 +46,11 @@ def fit_readout(features: np.ndarray, subtypes: Sequence[int], num_classes: int)
     return FittedReadout(weight.astype(np.float32), bias.astype(np.float32), len(y), accuracy)
 
 
-def format_readout(fitted: FittedReadout | None, problem: str | None = None) -> str:
+def format_readout(fitted: FittedReadout | None, problem: str | None = None, path: str | None = None) -> str:
     if fitted is None:
         return f"subtype readout: the MLP ({problem})"
+    path = path or "predict's path"
     return (
         f"subtype readout: shrinkage LDA fitted on the head's features of {fitted.num_cases} training cases "
-        f"(predicted masks, predict's path; accuracy on them {fitted.training_accuracy:.3f})"
+        f"(predicted masks, {path}; accuracy on them {fitted.training_accuracy:.3f})"
     )

@@ -369,11 +369,13 @@ class nnUNetTrainerMultitask(nnUNetTrainer):
             )
         return validate_all_ranks(local, self.mtl_config)
 
-    def fit_subtype_readout(self) -> bool:
+    def fit_subtype_readout(self, choice: InferenceChoice = UNDETERMINED) -> bool:
         """With ``HeadConfig.readout = "lda"``: the head's features of every training case, pooled by
-        ``predict``'s engine over the predicted masks, and a shrinkage LDA on them as the head's readout
-        (training/readout.py). Each rank featurises its share; rank 0 fits on all of them and every rank installs
-        that one readout. True where one was fitted."""
+        ``predict``'s engine over the predicted masks on ``choice``'s path and mirroring, and a shrinkage LDA on
+        them as the head's readout (training/readout.py). The readout must be fitted on the path it will
+        classify: the features of mirrored or tiled passes are not those of one pass (README, "The readout
+        fitted on predict's path"). Each rank featurises its share; rank 0 fits on all of them and every rank
+        installs that one readout. True where one was fitted."""
         head = self.multitask_network.head
         head.set_readout(None)
         config = self.mtl_config
@@ -390,7 +392,7 @@ class nnUNetTrainerMultitask(nnUNetTrainer):
         dataset = self.dataset_class(self.preprocessed_dataset_folder, rank_keys)
         self.network.eval()
         local = []
-        with torch.no_grad(), self.inference_engine() as engine:
+        with torch.no_grad(), self.inference_engine(choice) as engine:
             for key in rank_keys:
                 features = engine.forward(preprocessed_case(dataset, key)[0]).head_features
                 local.append((key, features.numpy()))
@@ -409,7 +411,7 @@ class nnUNetTrainerMultitask(nnUNetTrainer):
             self.print_to_log_file(format_readout(None, problem), also_print_to_console=True)
             return False
         head.set_readout(torch.from_numpy(fitted.weight), torch.from_numpy(fitted.bias))
-        self.print_to_log_file(format_readout(fitted), also_print_to_console=True)
+        self.print_to_log_file(format_readout(fitted, path=choice.name), also_print_to_console=True)
         return True
 
     def readout_weights(self) -> dict[str, torch.Tensor]:
@@ -536,20 +538,31 @@ class nnUNetTrainerMultitask(nnUNetTrainer):
 
     def choose_inference(self) -> InferenceChoice:
         """``predict``'s path and mirroring, chosen on this fold's validation split (training/inference_choice.py)
-        and written to the fold folder; where the config turns this off, none (one pass, no mirroring)."""
+        and written to the fold folder; where the config turns this off, none (one pass, no mirroring). Installs
+        the subtype readout fitted on the path chosen."""
         fold_dir = Path(self.output_folder)
         if not self.mtl_config.inference.choose_on_validation:
             if self.local_rank == 0:
                 remove_inference_choice(fold_dir)  # an earlier run's choice is not this model's
+            self.fit_subtype_readout(UNDETERMINED)
             return UNDETERMINED
         self.network.eval()
+        readouts = {}
+
+        def validate(candidate: InferenceChoice):
+            # each candidate is scored with a readout fitted on its own path, as predict would deploy it
+            self.fit_subtype_readout(candidate)
+            readouts[candidate] = {name: value.clone() for name, value in self.readout_weights().items()}
+            return self.whole_volume_validation(choice=candidate).cases
+
         with torch.no_grad():
             choice = choose_inference(
-                lambda candidate: self.whole_volume_validation(choice=candidate).cases,
+                validate,
                 self.mtl_config.inference,
                 bool(self.inference_allowed_mirroring_axes),
                 f"fold {self.fold}",
             )
+        self.multitask_network.load_state_dict(readouts[choice], strict=False)  # the chosen path's readout
         if self.local_rank == 0:
             write_inference_choice(fold_dir, choice)
             self.print_to_log_file(format_choice(choice), also_print_to_console=True)
@@ -558,10 +571,9 @@ class nnUNetTrainerMultitask(nnUNetTrainer):
     def _perform_actual_validation(self, save_probabilities: bool) -> None:
         folder = Path(self.output_folder) / "validation"
         folder.mkdir(parents=True, exist_ok=True)
-        self.fit_subtype_readout()
+        choice = self.choose_inference()
         if self.local_rank == 0 and self._loaded_checkpoint is not None:  # predict reads the file
             update_network_weights(self._loaded_checkpoint, self.readout_weights())
-        choice = self.choose_inference()
         self.network.eval()
         with torch.no_grad():
             metrics = self.whole_volume_validation(folder, save_probabilities, choice)
