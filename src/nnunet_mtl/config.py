@@ -37,8 +37,8 @@ class HeadConfig:
     # contrast, relative size): the bottleneck alone learns subtype features too slowly for short schedules.
     intensity_statistics: bool = True
     # ... and of the lesion's core and rim (model/head.py, lesion_context_statistics), which a predicted
-    # outline a voxel off barely moves: the mean over a small lesion mixes gland into it (README, "Lesion core
-    # and rim").
+    # outline a voxel off barely moves: the mean over a small lesion mixes gland into it (README, "The readout
+    # fitted on predict's path, and the lesion's core and rim").
     lesion_context_statistics: bool = True
     hidden: tuple[int, ...] = (128, 64)
     dropout: float = 0.3
