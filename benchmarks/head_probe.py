@@ -39,8 +39,7 @@ def pooled_features(
 
     from nnunet_mtl.config import HeadConfig, MultitaskConfig
     from nnunet_mtl.data.labels import LESION, round_labels
-    from nnunet_mtl.data.subtype_csv import read_subtype_csv
-    from nnunet_mtl.evaluation.evaluate import find_truth
+    from nnunet_mtl.evaluation.evaluate import find_truth, truth_subtypes
     from nnunet_mtl.inference.cases import find_input_cases, read_image
     from nnunet_mtl.inference.forward import divisibility
     from nnunet_mtl.io import array_of, read_volume
@@ -63,9 +62,8 @@ def pooled_features(
     network.eval()
     preprocessor = configuration.preprocessor_class(verbose=False)
     divisor = list(divisibility(configuration.pool_op_kernel_sizes))
-    truths = {t.name: t for t in find_truth(truth)}  # a split folder (subtypeK/) or a flat one with labels.csv
-    subtypes = {n: t.subtype for n, t in truths.items()} if None not in {t.subtype for t in truths.values()} else None
-    subtypes = subtypes or read_subtype_csv(truth / "labels.csv")
+    truths = {t.name: t for t in find_truth(truth)}
+    subtypes = truth_subtypes(truth)  # a split folder (subtypeK/) or a flat one with labels.csv
     rows: dict[str, list] = {"case": [], "subtype": [], "learned": [], "soft": [], "truth": []}
     for case in find_input_cases(images):
         image, properties = read_image(case.image)

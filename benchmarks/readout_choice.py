@@ -281,8 +281,7 @@ def engine_features(model: Path, images: Path, truth: Path, cache: Path) -> tupl
     if cache.is_file():
         stored = np.load(cache)
         return stored["x"], stored["y"], stored["sizes"].tolist()
-    from nnunet_mtl.data.subtype_csv import read_subtype_csv
-    from nnunet_mtl.evaluation.evaluate import find_truth
+    from nnunet_mtl.evaluation.evaluate import truth_subtypes
     from nnunet_mtl.inference.cases import find_input_cases
     from nnunet_mtl.inference.model import load_model
     from nnunet_mtl.inference.predictor import MultitaskPredictor
@@ -291,9 +290,7 @@ def engine_features(model: Path, images: Path, truth: Path, cache: Path) -> tupl
     choice = loaded.inference_choice
     predictor = MultitaskPredictor(loaded, tta=choice.mirroring, path=choice.path)
     head = predictor.model.networks[0].head
-    subtypes = {t.name: t.subtype for t in find_truth(truth)}  # subtypeK/ folders, or a flat one with labels.csv
-    if None in subtypes.values():
-        subtypes = read_subtype_csv(truth / "labels.csv")
+    subtypes = truth_subtypes(truth)
     rows, installed, y = [], [], []
     for case in find_input_cases(images):
         prediction = predictor.forward(predictor.preprocess(case).data)

@@ -25,13 +25,10 @@ PATHS = {"one pass": (False, "auto"), "one pass + mirroring": (True, "auto"), "s
 
 
 def path_features(predictor, images: Path, truth: Path) -> tuple[np.ndarray, np.ndarray]:
-    from nnunet_mtl.data.subtype_csv import read_subtype_csv
-    from nnunet_mtl.evaluation.evaluate import find_truth
+    from nnunet_mtl.evaluation.evaluate import truth_subtypes
     from nnunet_mtl.inference.cases import find_input_cases
 
-    subtypes = {t.name: t.subtype for t in find_truth(truth)}
-    if None in subtypes.values():
-        subtypes = read_subtype_csv(truth / "labels.csv")
+    subtypes = truth_subtypes(truth)
     rows, y = [], []
     for case in find_input_cases(images):
         rows.append(predictor.forward(predictor.preprocess(case).data).head_features.numpy())

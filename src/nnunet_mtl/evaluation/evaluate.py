@@ -203,6 +203,11 @@ def _truth_subtypes(truth: list[TruthCase], truth_dir: Path, labels_csv: Path | 
     return None
 
 
+def truth_subtypes(truth_dir: Path, labels_csv: Path | None = None) -> dict[str, int] | None:
+    """Each truth case's subtype: from ``labels_csv``, the ``subtypeK/`` folders, or the folder's labels.csv."""
+    return _truth_subtypes(find_truth(truth_dir), truth_dir, labels_csv)
+
+
 def _score_case(truth: TruthCase, pred_dir: Path, config: EvaluationConfig) -> CaseResult:
     pred_path = pred_dir / f"{truth.name}{NIFTI_SUFFIX}"
     if not pred_path.is_file():

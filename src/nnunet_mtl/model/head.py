@@ -57,7 +57,9 @@ def _in_plane_pool(weights: torch.Tensor, width: int) -> torch.Tensor:
     return nn.functional.max_pool3d(weights, (1, width, width), stride=1, padding=(0, width // 2, width // 2))
 
 
-def lesion_context_statistics(image: torch.Tensor, lesion: torch.Tensor, gland_mean: torch.Tensor) -> torch.Tensor:
+def lesion_context_statistics(
+    image: torch.Tensor, lesion: torch.Tensor, lesion_mean: torch.Tensor, gland_mean: torch.Tensor
+) -> torch.Tensor:
     """Statistics of a lesion that a boundary error of a voxel barely moves, (batch, 5 * channels).
 
     The core (the lesion eroded by one voxel in-plane; the lesion itself where nothing is left) and the rim (a
@@ -70,7 +72,6 @@ def lesion_context_statistics(image: torch.Tensor, lesion: torch.Tensor, gland_m
     left = core.sum(spatial, keepdim=True) > _EPS
     core = torch.where(left, core, lesion)
     rim = _in_plane_pool(lesion, 5) * (lesion <= 0)
-    lesion_mean, _ = _weighted_mean(image, lesion, spatial)
     core_mean, _ = _weighted_mean(image, core, spatial)
     rim_mean, _ = _weighted_mean(image, rim, spatial)
     parts = [core_mean, core_mean - gland_mean, rim_mean, lesion_mean - rim_mean, core_mean - rim_mean]
@@ -98,7 +99,7 @@ def intensity_statistics(
         masses.append(mass)
     features += [features[0] - features[2], torch.log(masses[0] + 1) - torch.log(masses[1] + 1)]
     if context:
-        features.append(lesion_context_statistics(image, lesion.float(), features[2]))
+        features.append(lesion_context_statistics(image, lesion.float(), features[0], features[2]))
     return torch.cat(features, 1)
 
 
