@@ -157,7 +157,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     postprocessing = (
         "no postprocessing"
         if post.is_identity
-        else f"postprocessing: {', '.join(post.mask_steps) or 'no mask step'}, temperature {post.temperature:.3f}"
+        else f"postprocessing: lesion threshold {post.lesion_threshold:g}, "
+        f"{', '.join(post.mask_steps) or 'no mask step'}, temperature {post.temperature:.3f}"
     )
     print(
         f"predicted {len(results)} cases{part} with {len(model.networks)} model(s) ({', '.join(model.members)}; "

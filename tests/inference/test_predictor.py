@@ -255,3 +255,38 @@ def test_predict_applies_the_model_folders_postprocessing(model_dir, small_phant
         labels = sitk.GetArrayFromImage(sitk.ReadImage(str(mask)))
         expected = apply_step(apply_step(labels, "keep_largest_gland"), "keep_largest_lesion")
         assert np.array_equal(sitk.GetArrayFromImage(sitk.ReadImage(str(post / mask.name))), expected)
+
+
+def test_the_lesion_threshold_moves_the_lesion_inside_nnunets_gland(model, odd_geometry_images):
+    """With a threshold, the mask comes from nnU-Net's exported probabilities: the gland is the mask nnU-Net's
+    own export gives, the lesion inside it is where the exported lesion probability is over the threshold;
+    also where the export resamples (the anisotropic case) and undoes the crop."""
+    from dataclasses import replace
+
+    from nnunet_mtl.inference.cases import segmentation_in_input_geometry
+    from nnunet_mtl.postprocessing.plan import Postprocessing
+
+    threshold = 0.2
+    predictor = MultitaskPredictor(replace(model, postprocessing=Postprocessing(lesion_threshold=threshold)))
+    added = 0
+    for case in find_input_cases(odd_geometry_images)[:2]:  # quiz_901 is resampled, quiz_902 flipped
+        pre = predictor.preprocess(case)
+        prediction = predictor.forward(pre.data)
+        nnunet_labels, (_, lesion) = segmentation_in_input_geometry(
+            prediction.segmentation_logits,
+            model.plans_manager,
+            model.configuration_manager,
+            model.label_manager,
+            pre.properties,
+            1,
+            return_probabilities=True,
+        )
+        labels = predictor.segmentation_of(prediction, pre.properties)
+        gland = nnunet_labels > 0
+        assert labels.shape == nnunet_labels.shape and np.array_equal(labels > 0, gland)
+        assert np.array_equal(labels == 2, gland & (lesion > threshold))
+        assert MultitaskPredictor(model, postprocess=False).segmentation_of(prediction, pre.properties).tolist() == (
+            nnunet_labels.tolist()
+        )
+        added += int((labels == 2).sum() - (nnunet_labels == 2).sum())
+    assert added > 0  # the threshold made a difference somewhere

@@ -11,9 +11,16 @@ import torch
 from batchgenerators.utilities.file_and_folder_operations import load_json
 
 from nnunet_mtl.cli import main
+from nnunet_mtl.config import POSTPROCESSING
 from nnunet_mtl.data.layout import scan_assignment_data
 from nnunet_mtl.inference.choice import read_inference_choice
-from nnunet_mtl.postprocessing.components import STEPS
+from nnunet_mtl.postprocessing.components import STEPS, apply_steps
+from nnunet_mtl.postprocessing.lesion_threshold import (
+    QUANTA,
+    read_region_probabilities,
+    region_probabilities_path,
+    thresholded_labels,
+)
 from nnunet_mtl.postprocessing.plan import POSTPROCESSING_FILE, read_postprocessing
 from nnunet_mtl.training.distributed import inverse_frequency_weights
 from nnunet_mtl.training.postprocess import determine_for_model
@@ -71,8 +78,26 @@ def test_postprocessing_is_determined_after_training_and_again_on_demand(
     before = json.loads((validation / "metrics.json").read_text())
     assert [c["subtype_pred"] for c in after["cases"]] == [c["subtype_pred"] for c in before["cases"]]
     kept = stored["mask_steps"]
-    if not kept:  # no step kept: the masks are the validation's own
+    if not kept and stored["lesion_threshold"] == 0.5:  # nothing kept: the masks are the validation's own
         assert after["segmentation"] == before["segmentation"]
+    # the lesion threshold is chosen among the candidates on the region probabilities stored with each mask
+    assert [r["threshold"] for r in stored["determined_on"]["lesion_threshold"]] == sorted(
+        POSTPROCESSING.lesion_thresholds
+    )
+    for case in before["cases"]:
+        mask = sitk.GetArrayFromImage(sitk.ReadImage(str(validation / f"{case['name']}.nii.gz")))
+        regions = read_region_probabilities(region_probabilities_path(validation, case["name"]))
+        assert regions.shape == (2, *mask.shape)
+        assert np.mean(thresholded_labels(regions, 0.5, QUANTA) == mask) > 0.999  # the same cut, to 1/255
+        postprocessed = sitk.GetArrayFromImage(
+            sitk.ReadImage(str(validation / "postprocessed" / f"{case['name']}.nii.gz"))
+        )
+        expected = (
+            thresholded_labels(regions, stored["lesion_threshold"], QUANTA)
+            if stored["lesion_threshold"] != 0.5
+            else mask
+        )
+        assert np.array_equal(postprocessed, apply_steps(expected, kept))
     # `nnunet-mtl postprocess` on a copy of the folder determines the same again
     copy = Path(shutil.copytree(folder, tmp_path / folder.name))
     (copy / POSTPROCESSING_FILE).unlink()

@@ -12,6 +12,7 @@ import numpy as np
 from nnunet_mtl.errors import InputError
 from nnunet_mtl.io import write_json_atomic
 from nnunet_mtl.postprocessing.components import STEPS, apply_steps
+from nnunet_mtl.postprocessing.lesion_threshold import DEFAULT_THRESHOLD
 from nnunet_mtl.postprocessing.temperature import scaled_probabilities
 
 POSTPROCESSING_FILE = "nnunet_mtl_postprocessing.json"
@@ -23,10 +24,11 @@ class Postprocessing:
     mask_steps: tuple[str, ...] = ()
     # how it was determined: the validation cases, and each candidate's numbers before and after
     determined_on: dict = field(default_factory=dict, compare=False)
+    lesion_threshold: float = DEFAULT_THRESHOLD  # the lesion region's probability cut (lesion_threshold.py)
 
     @property
     def is_identity(self) -> bool:
-        return self.temperature == 1.0 and not self.mask_steps
+        return self.temperature == 1.0 and not self.mask_steps and self.lesion_threshold == DEFAULT_THRESHOLD
 
     def probabilities(self, logits: np.ndarray) -> np.ndarray:
         return scaled_probabilities(logits, self.temperature)
@@ -36,7 +38,10 @@ class Postprocessing:
 
     def settings(self) -> dict:
         """What changes a prediction (for a rerun to know whether an earlier output is still valid)."""
-        return {"temperature": self.temperature, "mask_steps": list(self.mask_steps)}
+        settings = {"temperature": self.temperature, "mask_steps": list(self.mask_steps)}
+        if self.lesion_threshold != DEFAULT_THRESHOLD:  # so that outputs written before thresholds stay valid
+            settings["lesion_threshold"] = self.lesion_threshold
+        return settings
 
     def to_json(self) -> dict:
         return {**asdict(self), "mask_steps": list(self.mask_steps)}
@@ -52,13 +57,18 @@ def read_postprocessing(model_dir: Path) -> Postprocessing:
     try:
         values = json.loads(path.read_text())
         postprocessing = Postprocessing(
-            float(values["temperature"]), tuple(values["mask_steps"]), values.get("determined_on", {})
+            float(values["temperature"]),
+            tuple(values["mask_steps"]),
+            values.get("determined_on", {}),
+            float(values.get("lesion_threshold", DEFAULT_THRESHOLD)),  # files written before thresholds: nnU-Net's 0.5
         )
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
         raise InputError(path, f"not a postprocessing file of nnunet-mtl ({error})") from None
     unknown = set(postprocessing.mask_steps) - set(STEPS)
     if unknown or not postprocessing.temperature > 0:
         raise InputError(path, f"unknown steps {sorted(unknown)} or temperature {postprocessing.temperature} <= 0")
+    if not 0 < postprocessing.lesion_threshold < 1:
+        raise InputError(path, f"lesion threshold {postprocessing.lesion_threshold} outside (0, 1)")
     return postprocessing
 
 

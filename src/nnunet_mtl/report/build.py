@@ -20,6 +20,7 @@ from nnunet_mtl.report.content import (
     all_metrics_table,
     cases_table,
     inference_choice_table,
+    lesion_threshold_table,
     mask_steps_table,
     metrics_table,
     ranked_cases,
@@ -170,10 +171,14 @@ def _postprocessing_section(sources: ReportSources) -> Section:
         return Section("postprocessing", [], [], ["no postprocessing determined for this model folder"])
     notes = [
         f"determined on {post.determined_on['cases']} validation cases ({post.determined_on['source']}); "
-        f"applied by `predict`: {', '.join(post.mask_steps) or 'no mask step'}. A step is kept when it raises the "
-        "mean Dice over the regions and lowers none (nnU-Net's rule)."
+        f"applied by `predict`: lesion threshold {post.lesion_threshold:g}, "
+        f"{', '.join(post.mask_steps) or 'no mask step'}. A threshold or step is kept when it raises the mean Dice "
+        "over the regions and lowers none (nnU-Net's rule)."
     ]
-    return Section("postprocessing", [mask_steps_table(post.determined_on)], [], notes)
+    tables = [mask_steps_table(post.determined_on)]
+    if post.determined_on.get("lesion_threshold"):
+        tables.insert(0, lesion_threshold_table(post.determined_on))
+    return Section("postprocessing", tables, [], notes)
 
 
 def _inference_section(sources: ReportSources) -> Section:

@@ -94,6 +94,22 @@ def mask_steps_table(determined_on: dict) -> Table:
     return Table(["step", "decision", "validation Dice whole", "validation Dice lesion"], rows)
 
 
+def lesion_threshold_table(determined_on: dict) -> Table:
+    rows = [
+        [
+            f"{row['threshold']:g}",
+            "chosen" if row["chosen"] else "",
+            fmt(row["lesion_dice"]),
+            f"{row['gain']:+.4f}",
+            f"{row['lower']:+.4f}",
+        ]
+        for row in determined_on.get("lesion_threshold") or []
+    ]
+    return Table(
+        ["lesion threshold", "decision", "validation lesion Dice", "gain over 0.5", "one-sided lower bound"], rows
+    )
+
+
 def inference_choice_table(determined_on: dict) -> Table:
     rows = [
         [

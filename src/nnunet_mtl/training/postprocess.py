@@ -22,6 +22,13 @@ from nnunet_mtl.evaluation.evaluate import Evaluation, evaluate_folder, read_lab
 from nnunet_mtl.evaluation.outputs import write_evaluation
 from nnunet_mtl.io import NIFTI_SUFFIX, write_image_atomic
 from nnunet_mtl.postprocessing.determine import determine_for_folders
+from nnunet_mtl.postprocessing.lesion_threshold import (
+    DEFAULT_THRESHOLD,
+    QUANTA,
+    read_region_probabilities,
+    region_probabilities_path,
+    thresholded_labels,
+)
 from nnunet_mtl.postprocessing.plan import Postprocessing, write_postprocessing
 from nnunet_mtl.postprocessing.temperature import rescaled_probabilities
 
@@ -53,6 +60,9 @@ def apply_to_validation(postprocessing: Postprocessing, folder: Path, gt_folder:
     raw = read_probabilities_csv(raw_csv if raw_csv.is_file() else folder / PROBABILITIES_CSV)
     for name in raw:
         image, labels = read_labels(folder / f"{name}{NIFTI_SUFFIX}")
+        if postprocessing.lesion_threshold != DEFAULT_THRESHOLD:  # determined on these files: they exist
+            regions = read_region_probabilities(region_probabilities_path(folder, name))
+            labels = thresholded_labels(regions, postprocessing.lesion_threshold, QUANTA)
         processed = sitk.GetImageFromArray(postprocessing.segmentation(labels).astype(np.uint8))
         processed.CopyInformation(image)
         write_image_atomic(processed, out / f"{name}{NIFTI_SUFFIX}")
@@ -94,6 +104,20 @@ def determine_for_model(
 def format_postprocessing(postprocessing: Postprocessing) -> str:
     info = postprocessing.determined_on
     lines = [f"postprocessing determined on {info['cases']} validation cases ({info['source']}):"]
+    thresholds = info.get("lesion_threshold") or []
+    lines.append(
+        f"  lesion threshold {postprocessing.lesion_threshold:g}"
+        + (
+            " (validation lesion Dice, gain over 0.5 [one-sided lower bound]: "
+            + ", ".join(
+                f"{row['threshold']:g}: {row['lesion_dice']:.4f}, {row['gain']:+.4f} [{row['lower']:+.4f}]"
+                for row in thresholds
+            )
+            + ")"
+            if thresholds
+            else " (no region probabilities stored with the validation masks: nnU-Net's)"
+        )
+    )
     for step in info["mask_steps"]:
         before, after = step["mean_dice_before"], step["mean_dice_after"]
         numbers = ", ".join(f"{region} {before[region] or 0:.4f} -> {after[region] or 0:.4f}" for region in before)

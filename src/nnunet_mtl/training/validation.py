@@ -21,6 +21,7 @@ from nnunet_mtl.evaluation.outputs import write_evaluation
 from nnunet_mtl.inference.cases import mask_file_name, segmentation_in_input_geometry, write_mask
 from nnunet_mtl.inference.engine import InferenceEngine
 from nnunet_mtl.io import atomic_path
+from nnunet_mtl.postprocessing.lesion_threshold import region_probabilities_path, write_region_probabilities
 from nnunet_mtl.training.distributed import gather_objects
 
 TRUTH_LABELS = VALIDATION_TRUTH_CSV
@@ -71,9 +72,11 @@ def validate_cases(
     """Predict each case with ``predict``'s engine (its precision, path choice and fallbacks), bring the mask
     back to the original geometry with ``predict``'s export and score it.
 
-    With ``export_folder`` the masks are written there (and with ``save_probabilities`` the probabilities
-    in the original geometry as nnU-Net's ``--npz`` writes them: ``<case>.npz`` and ``<case>.pkl``)."""
+    With ``export_folder`` the masks are written there, with the quantised region probabilities the lesion
+    threshold is determined on (``postprocessing/lesion_threshold.py``; region models), and with
+    ``save_probabilities`` the probabilities as nnU-Net's ``--npz`` writes them (``<case>.npz``, ``.pkl``)."""
     reader = plans_manager.image_reader_writer_class()
+    keep_regions = export_folder is not None and label_manager.has_regions
     results = []
     for key in keys:
         data, properties = preprocessed_case(dataset, key)
@@ -87,9 +90,9 @@ def validate_cases(
             label_manager,
             properties,
             torch.get_num_threads(),
-            return_probabilities=save_probabilities,
+            return_probabilities=save_probabilities or keep_regions,
         )
-        segmentation = exported[0] if save_probabilities else exported
+        segmentation = exported[0] if save_probabilities or keep_regions else exported
         truth, _ = reader.read_seg(str(Path(gt_folder) / mask_file_name(key)))
         probabilities = torch.softmax(prediction.class_logits, 0)
         results.append(
@@ -106,6 +109,8 @@ def validate_cases(
         )
         if export_folder is not None:
             write_mask(segmentation, properties, Path(export_folder) / mask_file_name(key))
+            if keep_regions:
+                write_region_probabilities(exported[1], region_probabilities_path(export_folder, key))
             if save_probabilities:
                 _write_probabilities(exported[1], properties, Path(export_folder) / key)
     return results
