@@ -1,9 +1,9 @@
 """Determine a model folder's postprocessing on its final validation predictions (every fold's, pooled:
 out-of-fold predictions where several folds exist), the nnU-Net way: first the lesion threshold (the candidate
 with the highest mean lesion Dice among those whose gain over 0.5 is positive with confidence; it leaves the
-whole pancreas as it is), then
-each mask step in turn, kept when it raises the mean Dice over the regions and lowers none of them; then one
-temperature is fitted to the subtype probabilities. All are written to the model folder for ``predict``.
+whole pancreas as it is), then each mask step in turn, kept when it raises the mean Dice over the regions and
+lowers none of them; then one temperature is fitted to the subtype probabilities. All are written to the model
+folder for ``predict``.
 """
 
 from __future__ import annotations
@@ -32,7 +32,6 @@ from nnunet_mtl.io import NIFTI_SUFFIX
 from nnunet_mtl.postprocessing.components import STEPS, apply_step
 from nnunet_mtl.postprocessing.lesion_threshold import (
     DEFAULT_THRESHOLD,
-    LESION_CHANNEL,
     QUANTA,
     read_region_probabilities,
     region_probabilities_path,
@@ -54,13 +53,10 @@ class ValidationCase:
 
 
 def _crop_to_foreground(
-    prediction: np.ndarray, truth: np.ndarray, regions: np.ndarray | None, lowest_threshold: float
+    prediction: np.ndarray, truth: np.ndarray, regions: np.ndarray | None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """The box around both masks' foreground and every voxel a candidate threshold could make lesion."""
-    foreground = (prediction > 0) | (truth > 0)
-    if regions is not None:
-        foreground |= regions[LESION_CHANNEL] > lowest_threshold * QUANTA
-    coordinates = np.argwhere(foreground)
+    """The box around both masks' foreground (a threshold moves the lesion only inside the predicted gland)."""
+    coordinates = np.argwhere((prediction > 0) | (truth > 0))
     if len(coordinates) == 0:
         box = (slice(0, 1),) * 3
     else:
@@ -69,9 +65,7 @@ def _crop_to_foreground(
     return prediction[box].copy(), truth[box].copy(), cropped_regions
 
 
-def read_validation_folder(
-    folder: Path, gt_folder: Path, config: PostprocessingConfig = POSTPROCESSING
-) -> list[ValidationCase]:
+def read_validation_folder(folder: Path, gt_folder: Path) -> list[ValidationCase]:
     """The final validation's predictions in ``folder`` (``fold_K/validation``) with their truth."""
     folder, gt_folder = Path(folder), Path(gt_folder)
     subtypes = read_subtype_csv(folder / VALIDATION_TRUTH_CSV)
@@ -91,7 +85,7 @@ def read_validation_folder(
         regions = read_region_probabilities(regions_file) if regions_file.is_file() else None
         if regions is not None and regions.shape[1:] != prediction.shape:
             raise InputError(regions_file, f"shape {regions.shape[1:]} is not its mask's {prediction.shape}")
-        cropped = _crop_to_foreground(prediction, truth, regions, min(config.lesion_thresholds))
+        cropped = _crop_to_foreground(prediction, truth, regions)
         cases.append(ValidationCase(name, cropped[0], cropped[1], subtypes[name], probabilities[name], cropped[2]))
     return cases
 
@@ -200,5 +194,5 @@ def determine(
 def determine_for_folders(
     folders: Sequence[Path], gt_folder: Path, config: PostprocessingConfig = POSTPROCESSING
 ) -> Postprocessing:
-    cases = [case for folder in folders for case in read_validation_folder(folder, gt_folder, config)]
+    cases = [case for folder in folders for case in read_validation_folder(folder, gt_folder)]
     return determine(cases, ", ".join(str(f) for f in folders), config)

@@ -11,8 +11,8 @@ probability over the threshold. At 0.5 this is nnU-Net's own conversion, and the
 depend on the threshold, so the threshold is chosen on the lesion's Dice alone.
 
 The final validation stores each case's region probabilities in the original geometry, quantised to 1/255
-(``<case>_regions.npz``, uint8, mostly zeros: a few MB at the real data's largest crop where nnU-Net's float
-``--npz`` takes hundreds).
+(``<case>_regions.npz``, uint8, mostly zeros, compressed: 2-4 KB per phantom case of 32x48x48 voxels and
+23-93 KB at the real median's 64x119x179, where float32 would hold 0.6 and 10.9 MB uncompressed).
 """
 
 from __future__ import annotations
