@@ -125,7 +125,7 @@ def determine_lesion_threshold(
     resampler = Resampler(len(cases), EVALUATION)
     chosen, best, report = DEFAULT_THRESHOLD, np.nanmean(at_half), []
     for threshold in sorted(config.lesion_thresholds, key=lambda t: (abs(t - DEFAULT_THRESHOLD), t)):
-        dice = lesion_dice(threshold)
+        dice = at_half if threshold == DEFAULT_THRESHOLD else lesion_dice(threshold)
         gain = dice - at_half
         lower = float(np.nanpercentile(resampler.means(gain), 100 * (1 - config.lesion_threshold_confidence)))
         mean = float(np.nanmean(dice))

@@ -172,8 +172,9 @@ def _postprocessing_section(sources: ReportSources) -> Section:
     notes = [
         f"determined on {post.determined_on['cases']} validation cases ({post.determined_on['source']}); "
         f"applied by `predict`: lesion threshold {post.lesion_threshold:g}, "
-        f"{', '.join(post.mask_steps) or 'no mask step'}. A threshold or step is kept when it raises the mean Dice "
-        "over the regions and lowers none (nnU-Net's rule)."
+        f"{', '.join(post.mask_steps) or 'no mask step'}. A lesion threshold is kept when its per-case lesion Dice "
+        "gain over 0.5 is positive with one-sided confidence (the bootstrap over the validation cases); a step when "
+        "it raises the mean Dice over the regions and lowers none (nnU-Net's rule)."
     ]
     tables = [mask_steps_table(post.determined_on)]
     if post.determined_on.get("lesion_threshold"):
