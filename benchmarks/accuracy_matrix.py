@@ -3,6 +3,12 @@ score it with bootstrap intervals. The results matrix of README ("Accuracy acros
 
     python benchmarks/accuracy_matrix.py --out /tmp/matrix --label after
     python benchmarks/accuracy_matrix.py --out /tmp/matrix --label before --code /path/to/old/src
+    python benchmarks/accuracy_matrix.py --out /tmp/matrix --label revalidated --revalidate before
+
+``--revalidate LABEL`` trains nothing: it copies LABEL's trained models and runs ``train --validation-only``
+with this code (the subtype readout, the inference choice and the postprocessing are determined again on the
+same weights), then predicts and scores as usual: a paired comparison of what happens after training, free
+of the training's run-to-run noise. Its training time and epochs are LABEL's.
 
 Every (setting, seed) trains in nnU-Net folders of its own under OUT/LABEL/; the phantoms are written once
 under OUT/data/ and shared by every label, so "before" and "after" see the same cases. ``--code`` trains,
@@ -17,6 +23,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -100,7 +107,9 @@ def bootstrap(metrics: dict, resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0
     return summary
 
 
-def run_one(out: Path, label: str, setting: str, seed: int, preset: str, code: Path, test: int) -> dict:
+def run_one(
+    out: Path, label: str, setting: str, seed: int, preset: str, code: Path, test: int, revalidate: str | None = None
+) -> dict:
     data = make_phantom(out, setting, seed, test)
     folder = out / label / f"{setting}-s{seed}"
     result_file = folder / "result.json"
@@ -112,10 +121,18 @@ def run_one(out: Path, label: str, setting: str, seed: int, preset: str, code: P
         {name: str(folder / "nnunet" / name) for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")}
     )
     log = folder / "run.log"
-    _run(["prepare", str(data), "--dataset-id", "501"], env, log)
-    wall = _run(["train", "--dataset-id", "501", "--preset", preset], env, log)
-    logs = sorted((folder / "nnunet" / "nnUNet_results").rglob("training_log_*.txt"))
-    seconds, epochs = training_seconds("".join(p.read_text() for p in logs))
+    if revalidate is None:
+        _run(["prepare", str(data), "--dataset-id", "501"], env, log)
+        wall = _run(["train", "--dataset-id", "501", "--preset", preset], env, log)
+        logs = sorted((folder / "nnunet" / "nnUNet_results").rglob("training_log_*.txt"))
+        seconds, epochs = training_seconds("".join(p.read_text() for p in logs))
+    else:
+        source = out / revalidate / folder.name
+        trained = json.loads((source / "result.json").read_text())
+        shutil.rmtree(folder / "nnunet", ignore_errors=True)
+        shutil.copytree(source / "nnunet", folder / "nnunet")
+        wall = _run(["train", "--dataset-id", "501", "--preset", preset, "--validation-only"], env, log)
+        seconds, epochs = trained["training_seconds"], trained["epochs"]
     pred = folder / "test_pred"
     predict_wall = _run(
         ["predict", "--dataset-id", "501", "--preset", preset, "-i", str(data / "test"), "-o", str(pred)], env, log
@@ -126,15 +143,17 @@ def run_one(out: Path, label: str, setting: str, seed: int, preset: str, code: P
         log,
     )
     metrics = json.loads((folder / "evaluation" / "metrics.json").read_text())
-    final = folder / "test_pred_final"  # is the selected checkpoint worse than the last one?
-    model = ["--dataset-id", "501", "--preset", preset, "--checkpoint", "final"]
-    _run(["predict", *model, "-i", str(data / "test"), "-o", str(final)], env, log)
-    _run(
-        ["evaluate", "--pred", str(final), "--truth", str(data / "test_key"), "--out", str(final / "evaluation")],
-        env,
-        log,
-    )
-    final_metrics = json.loads((final / "evaluation" / "metrics.json").read_text())
+    final_metrics = None
+    if revalidate is None:  # --validation-only leaves checkpoint_final as it was
+        final = folder / "test_pred_final"  # is the selected checkpoint worse than the last one?
+        model = ["--dataset-id", "501", "--preset", preset, "--checkpoint", "final"]
+        _run(["predict", *model, "-i", str(data / "test"), "-o", str(final)], env, log)
+        _run(
+            ["evaluate", "--pred", str(final), "--truth", str(data / "test_key"), "--out", str(final / "evaluation")],
+            env,
+            log,
+        )
+        final_metrics = json.loads((final / "evaluation" / "metrics.json").read_text())
     validation = sorted((folder / "nnunet" / "nnUNet_results").rglob("validation/metrics.json"))
     result = {
         "setting": setting,
@@ -143,7 +162,7 @@ def run_one(out: Path, label: str, setting: str, seed: int, preset: str, code: P
         "preset": preset,
         "num_test_cases": metrics["num_cases"],
         "test": bootstrap(metrics),
-        "test_final_checkpoint": bootstrap(final_metrics),
+        "test_final_checkpoint": final_metrics and bootstrap(final_metrics),
         "validation": json.loads(validation[0].read_text()) if validation else None,
         "training_seconds": seconds,
         "epochs": epochs,
@@ -189,6 +208,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--preset", default="tiny")
     parser.add_argument("--code", type=Path, default=SRC, help="src folder of the checkout to train with")
     parser.add_argument("--data-only", action="store_true", help="only write the phantoms")
+    parser.add_argument(
+        "--revalidate", metavar="LABEL", help="no training: LABEL's models, validated again by this code (above)"
+    )
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     results = []
@@ -197,7 +219,11 @@ def main(argv: list[str] | None = None) -> int:
             if args.data_only:
                 make_phantom(args.out, setting, seed, args.test)
                 continue
-            results.append(run_one(args.out, args.label, setting, seed, args.preset, args.code.resolve(), args.test))
+            results.append(
+                run_one(
+                    args.out, args.label, setting, seed, args.preset, args.code.resolve(), args.test, args.revalidate
+                )
+            )
             print(markdown(results[-1:]).splitlines()[-1], flush=True)
     if results:
         table = markdown(results)

@@ -13,6 +13,7 @@ Pooling = Literal["avg", "foreground", "lesion"]
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 Augmentation = Literal["nnunet", "mirror"]
 Readout = Literal["mlp", "lda"]
+ReadoutFeatures = Literal["statistics", "all"]
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,15 @@ class HeadConfig:
     readout: Readout = "lda"
     # the fit needs at least this many training cases of every subtype, else the MLP stays
     readout_min_cases_per_class: int = 2
+    # The features the LDA readout may use, simplest first: "statistics" (the intensity statistics only) and
+    # "all" (every pooled stage too). Each is fitted on the training split; the final validation keeps the
+    # simplest unless a richer one classifies more validation cases right with one-sided confidence
+    # readout_choice_confidence (the lesion threshold's rule). The network segments its training cases better
+    # than unseen ones, and the learnt stages' features of training cases separate the subtypes more cleanly
+    # than those of unseen cases do: fitted on all 251 features, the LDA trusts them too far (README, "The
+    # readout's features, chosen on the validation split").
+    readout_features: tuple[ReadoutFeatures, ...] = ("statistics", "all")
+    readout_choice_confidence: float = 0.95
 
     def __post_init__(self) -> None:
         if self.readout not in ("mlp", "lda"):
@@ -57,6 +67,15 @@ class HeadConfig:
         if self.readout_min_cases_per_class < 2:  # one case per class leaves no within-class covariance
             raise ValueError(
                 f"HeadConfig.readout_min_cases_per_class must be >= 2, got {self.readout_min_cases_per_class}"
+            )
+        features = self.readout_features
+        if not features or len(set(features)) != len(features) or not set(features) <= {"statistics", "all"}:
+            raise ValueError(
+                f"HeadConfig.readout_features must be distinct entries of 'statistics' and 'all', got {features!r}"
+            )
+        if not 0.5 <= self.readout_choice_confidence < 1:
+            raise ValueError(
+                f"HeadConfig.readout_choice_confidence must be in [0.5, 1), got {self.readout_choice_confidence}"
             )
 
 
@@ -232,7 +251,7 @@ class MultitaskConfig:
         head = dict(values.get("head", {}))
         # checkpoints written before the core and rim statistics existed have heads without them
         head.setdefault("lesion_context_statistics", False)
-        for key in ("hidden", "stages"):
+        for key in ("hidden", "stages", "readout_features"):
             if head.get(key) is not None:
                 head[key] = tuple(head[key])
         return cls(

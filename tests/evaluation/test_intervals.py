@@ -115,3 +115,14 @@ def test_mean_leaves_undefined_cases_out():
     assert 0.2 <= estimate.ci_low <= estimate.ci_high <= 0.6
     assert resampler.mean([math.nan] * 5).value is None
     assert Resampler(1).mean([0.5]).ci_low is None  # no interval from one case
+
+
+def test_the_lower_bound_is_the_one_sided_percentile_of_the_resampled_means():
+    from nnunet_mtl.evaluation.bootstrap import Resampler
+
+    values = [0.1, -0.2, 0.3, float("nan"), 0.05, 0.2]
+    resampler = Resampler(len(values))
+    means = resampler.means(values)
+    assert resampler.lower_bound(values, 0.95) == pytest.approx(np.nanpercentile(means, 5))
+    assert resampler.lower_bound(values, 0.95) < resampler.lower_bound(values, 0.6) < np.nanmean(values)
+    assert np.isnan(Resampler(2).lower_bound([float("nan"), float("nan")], 0.95))

@@ -125,7 +125,7 @@ def test_checkpoint_holds_multitask_state_and_loads_weights_only(smoke_model):
     logs = [path.read_text() for path in (folder / "fold_0").glob("training_log_*.txt")]
     (log,) = [text for text in logs if "Training done." in text]
     # once for checkpoint_final, then once per inference candidate the final validation scored
-    fits = log.count("subtype readout: shrinkage LDA fitted on the head's features of 6 training cases")
+    fits = log.count("fitted on the head's features of 6 training cases")
     assert fits == 1 + len(read_inference_choice(folder, [0]).determined_on["candidates"])
     assert len(logging["wv_combined"]) == 3 and len(logging["train_cls_losses"]) == 3
     assert logging["phase"] == [1, 2, 2]
@@ -279,13 +279,16 @@ def test_each_inference_candidate_is_scored_with_a_readout_fitted_on_its_own_pat
     assert choice == STOCK and len(choice.determined_on["candidates"]) == 4
     installed = {name: value.clone() for name, value in trainer.readout_weights().items()}
     assert bool(installed["head.readout_fitted"])
-    assert trainer.fit_subtype_readout(STOCK)  # stock's readout, not the last candidate's
-    for name, value in trainer.readout_weights().items():
-        assert torch.allclose(value.float(), installed[name].float()), name
-    assert trainer.fit_subtype_readout(UNDETERMINED)  # one unmirrored pass: other features, another readout
-    assert not torch.allclose(trainer.readout_weights()["head.readout_weight"], installed["head.readout_weight"])
+    weight = installed["head.readout_weight"].numpy()
+    # stock's readout (one of those fitted on its path, chosen on the validation cases), not the last candidate's
+    stock = trainer.fit_subtype_readouts(STOCK)
+    assert [f.features for f in stock] == ["statistics", "all"]
+    assert sum(np.allclose(f.weight, weight, atol=1e-5) for f in stock) == 1
+    one_pass = trainer.fit_subtype_readouts(UNDETERMINED)  # one unmirrored pass: other features, other readouts
+    assert not any(np.allclose(f.weight, weight, atol=1e-5) for f in one_pass)
     log = Path(trainer.log_file).read_text()
     assert f"training cases (predicted masks, {STOCK.name}; accuracy" in log
+    assert "; validation accuracy statistics: " in log
 
 
 @pytest.mark.slow
@@ -475,12 +478,15 @@ def test_final_validation_and_predict_give_the_same_masks_and_probabilities(smok
         assert predicted[case.name] == pytest.approx(validated[case.name], abs=1e-6), case.name
 
 
+_READS = {"statistics": "the intensity statistics", "all": "every feature"}
+
+
 def test_the_installed_readout_is_fitted_on_the_chosen_paths_features(smoke_model, small_phantom):
     """predict classifies with the readout fitted on the features of its own path and mirroring: a readout fitted
     on one unmirrored pass and applied to mirrored passes misclassified a third of a phantom's test cases."""
     from nnunet_mtl.inference.model import load_model
     from nnunet_mtl.inference.predictor import MultitaskPredictor
-    from nnunet_mtl.training.readout import fit_readout
+    from nnunet_mtl.training.readout import fit_readouts
 
     folder, _ = smoke_model
     model = load_model(folder, (0,), ("best",))
@@ -488,11 +494,18 @@ def test_the_installed_readout_is_fitted_on_the_chosen_paths_features(smoke_mode
     predictor = MultitaskPredictor(model, "cpu", choice.mirroring, path=choice.path, postprocess=False)
     cases = scan_assignment_data(small_phantom).train
     features = np.stack([predictor.forward(predictor.preprocess(c).data).head_features.numpy() for c in cases])
-    expected = fit_readout(features, [c.subtype for c in cases], 3)
     head = model.networks[0].head
+    num_statistics = head.num_features - sum(head.stage_channels)
+    candidates = fit_readouts(features, [c.subtype for c in cases], 3, ("statistics", "all"), num_statistics)
     assert bool(head.readout_fitted)
-    assert head.readout_weight.numpy() == pytest.approx(expected.weight, rel=1e-3, abs=1e-3)
-    assert head.readout_bias.numpy() == pytest.approx(expected.bias, rel=1e-3, abs=1e-3)
+    # the one the final validation chose (its log names it; on six training cases the simplest, the statistics)
+    log = next(t for t in map(Path.read_text, (folder / "fold_0").glob("training_log_*.txt")) if "Training done." in t)
+    lines = [line for line in log.splitlines() if f"predicted masks, {choice.name};" in line]
+    chosen = next(c for c in candidates if f"shrinkage LDA on {_READS[c.features]}," in lines[-1])
+    assert head.readout_weight.numpy() == pytest.approx(chosen.weight, rel=1e-3, abs=1e-3)
+    assert head.readout_bias.numpy() == pytest.approx(chosen.bias, rel=1e-3, abs=1e-3)
+    if chosen.features == "statistics":  # the learnt stages' columns are not read
+        assert not head.readout_weight[:, :-num_statistics].any() and head.readout_weight[:, -num_statistics:].any()
     if choice.mirroring:  # and not the one-pass fit: the mirrored passes' features differ from one pass's
         one_pass = MultitaskPredictor(model, "cpu", False, path="auto", postprocess=False)
         plain = np.stack([one_pass.forward(one_pass.preprocess(c).data).head_features.numpy() for c in cases])

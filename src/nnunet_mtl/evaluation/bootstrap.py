@@ -74,6 +74,14 @@ class Resampler:
         with np.errstate(invalid="ignore", divide="ignore"):
             return (weights @ np.where(defined, values, 0.0)) / weights.sum(axis=1)
 
+    def lower_bound(self, values: Sequence[float], confidence: float) -> float:
+        """One-sided lower confidence bound of the mean of the defined values (NaN where none is defined): a
+        gain whose bound is above 0 is positive with that confidence over these cases."""
+        means = self.means(values)
+        if np.isnan(means).all():
+            return math.nan
+        return float(np.nanpercentile(means, 100 * (1 - confidence)))
+
     def mean(self, values: Sequence[float]) -> Estimate:
         """The mean of the defined values with its interval; ``n`` counts the defined values."""
         values = [math.nan if v is None else float(v) for v in values]

@@ -127,7 +127,7 @@ def determine_lesion_threshold(
     for threshold in sorted(config.lesion_thresholds, key=lambda t: (abs(t - DEFAULT_THRESHOLD), t)):
         dice = at_half if threshold == DEFAULT_THRESHOLD else lesion_dice(threshold)
         gain = dice - at_half
-        lower = float(np.nanpercentile(resampler.means(gain), 100 * (1 - config.lesion_threshold_confidence)))
+        lower = resampler.lower_bound(gain, config.lesion_threshold_confidence)
         mean = float(np.nanmean(dice))
         report.append({"threshold": threshold, "lesion_dice": mean, "gain": float(np.nanmean(gain)), "lower": lower})
         if threshold != DEFAULT_THRESHOLD and lower > 0 and mean > best + config.min_dice_gain:

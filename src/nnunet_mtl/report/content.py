@@ -198,9 +198,10 @@ def run_facts(sources: ReportSources) -> list[tuple[str, str]]:
         ("selected checkpoint (checkpoint_best)", "none" if run.best_epoch is None else f"epoch {run.best_epoch}"),
         (
             "subtype readout",
-            "shrinkage LDA fitted on the training split's predicted pooling"
-            if run.readout_fitted
-            else "the head's MLP",
+            "the head's MLP"
+            if not run.readout_fitted
+            else "shrinkage LDA fitted on the training split's predicted pooling, reading "
+            + ("the intensity statistics only" if run.readout_reads_statistics_only else "every feature"),
         ),
         ("metrics from", sources.metrics_origin),
         ("cases", str(sources.metrics["num_cases"])),

@@ -29,6 +29,7 @@ class TrainingRun:
     finished: bool  # checkpoint_final exists
     config: dict
     readout_fitted: bool = False  # checkpoint_best's (else the log checkpoint's) head has a fitted LDA readout
+    readout_reads_statistics_only: bool = False  # ... which reads the intensity statistics alone
 
     @property
     def epochs(self) -> int:
@@ -89,7 +90,17 @@ def load_training_run(model_dir: Path, fold: int | None) -> TrainingRun:
         finished=checkpoint_path.name == LOG_CHECKPOINTS[0],
         config=state.config,
         readout_fitted=bool(deployed["network_weights"].get("head.readout_fitted", False)),
+        readout_reads_statistics_only=_reads_statistics_only(deployed["network_weights"]),
     )
+
+
+def _reads_statistics_only(weights: dict) -> bool:
+    """A fitted readout with zero weight on every pooled stage's features (each stage has a LayerNorm)."""
+    if not bool(weights.get("head.readout_fitted", False)):
+        return False
+    stages = sum(v.numel() for k, v in weights.items() if k.startswith("head.norms.") and k.endswith(".weight"))
+    readout = weights["head.readout_weight"]
+    return 0 < stages < readout.shape[1] and not bool(readout[:, :stages].any())
 
 
 def _log_checkpoint(fold_dir: Path) -> Path | None:

@@ -50,14 +50,16 @@ from nnunet_mtl.training.inference_choice import choose_inference, format_choice
 from nnunet_mtl.training.optimizer import build_optimizer
 from nnunet_mtl.training.postprocess import determine_for_model, format_postprocessing
 from nnunet_mtl.training.progress import NAN, MultitaskLocalLogger
-from nnunet_mtl.training.readout import fit_readout, format_readout, readout_problem
+from nnunet_mtl.training.readout import FittedReadout, choose_readout, fit_readouts, format_readout, readout_problem
 from nnunet_mtl.training.selection import CheckpointSelection, epochs_within_budget
 from nnunet_mtl.training.step import multitask_losses, optimise
 from nnunet_mtl.training.subtypes import SubtypeMap
 from nnunet_mtl.training.tracking import TensorBoardLogger
 from nnunet_mtl.training.validation import (
+    ValidatedCase,
     ValidationMetrics,
     preprocessed_case,
+    reclassified,
     validate_all_ranks,
     validate_cases,
     write_validation_outputs,
@@ -369,25 +371,26 @@ class nnUNetTrainerMultitask(nnUNetTrainer):
             )
         return validate_all_ranks(local, self.mtl_config)
 
-    def fit_subtype_readout(self, choice: InferenceChoice = UNDETERMINED) -> bool:
+    def fit_subtype_readouts(self, choice: InferenceChoice = UNDETERMINED) -> list[FittedReadout]:
         """With ``HeadConfig.readout = "lda"``: the head's features of every training case, pooled by
         ``predict``'s engine over the predicted masks on ``choice``'s path and mirroring, and a shrinkage LDA on
-        them as the head's readout (training/readout.py). The readout must be fitted on the path it will
-        classify: the features of mirrored or tiled passes are not those of one pass (README, "The readout
-        fitted on predict's path"). Each rank featurises its share; rank 0 fits on all of them and every rank
-        installs that one readout. True where one was fitted."""
+        them for each of ``HeadConfig.readout_features`` the head has, simplest first (training/readout.py).
+        The readout must be fitted on the path it will classify: the features of mirrored or tiled passes are
+        not those of one pass (README, "The readout fitted on predict's path"). Each rank featurises its share;
+        rank 0 fits on all of them and every rank gets the same readouts. Empty (and the reason logged) where
+        none can be fitted."""
         head = self.multitask_network.head
         head.set_readout(None)
         config = self.mtl_config
         if config.head.readout != "lda":
-            return False
+            return []
         keys = self.do_split()[0]
         problem = readout_problem(
             [self.subtypes[k] for k in keys], config.num_subtypes, config.head.readout_min_cases_per_class
         )
         if problem is not None:
             self.print_to_log_file(format_readout(None, problem), also_print_to_console=True)
-            return False
+            return []
         rank_keys = self.rank_share(keys)
         dataset = self.dataset_class(self.preprocessed_dataset_folder, rank_keys)
         self.network.eval()
@@ -397,22 +400,57 @@ class nnUNetTrainerMultitask(nnUNetTrainer):
                 features = engine.forward(preprocessed_case(dataset, key)[0]).head_features
                 local.append((key, features.numpy()))
         cases = sorted(gather_objects(local), key=lambda case: case[0])
-        fitted, problem = None, None
+        fitted, problem = [], None
         if self.local_rank == 0:  # fitted once, sent to every rank: all ranks deploy the very same readout
             features = np.stack([f for _, f in cases])
             try:
                 if not np.isfinite(features).all():
                     raise ValueError("non-finite head features")
-                fitted = fit_readout(features, [self.subtypes[k] for k, _ in cases], config.num_subtypes)
+                num_statistics = head.num_features - sum(head.stage_channels)
+                subtypes = [self.subtypes[k] for k, _ in cases]
+                candidates = config.head.readout_features
+                fitted = fit_readouts(features, subtypes, config.num_subtypes, candidates, num_statistics)
             except (ValueError, np.linalg.LinAlgError) as err:  # a diverged network: keep the MLP, keep training's end
                 problem = f"the fit failed: {err}"
         fitted, problem = broadcast_from_rank0((fitted, problem))
-        if fitted is None:
+        if not fitted:
             self.print_to_log_file(format_readout(None, problem), also_print_to_console=True)
-            return False
+        return fitted
+
+    def install_readout(self, fitted: FittedReadout | None, choice: InferenceChoice, log: bool = True) -> None:
+        """Make ``fitted`` the head's readout (None: the MLP)."""
+        head = self.multitask_network.head
+        if fitted is None:
+            head.set_readout(None)
+            return
         head.set_readout(torch.from_numpy(fitted.weight), torch.from_numpy(fitted.bias))
-        self.print_to_log_file(format_readout(fitted, path=choice.name), also_print_to_console=True)
-        return True
+        if log:
+            self.print_to_log_file(format_readout(fitted, path=choice.name), also_print_to_console=True)
+
+    def fit_subtype_readout(self, choice: InferenceChoice = UNDETERMINED) -> bool:
+        """Fit the readouts on ``choice``'s path and install the simplest: without validation cases to choose
+        on (checkpoint_final at training's end, or no inference choice). True where one was fitted."""
+        fitted = self.fit_subtype_readouts(choice)
+        self.install_readout(fitted[0] if fitted else None, choice)
+        return bool(fitted)
+
+    def validate_with_chosen_readout(self, choice: InferenceChoice) -> list[ValidatedCase]:
+        """The validation cases on ``choice``'s path, classified by the readout ``choose_readout`` keeps of
+        those fitted on that path, which is installed."""
+        fitted = self.fit_subtype_readouts(choice)
+        self.install_readout(fitted[0] if fitted else None, choice, log=len(fitted) == 1)
+        cases = self.whole_volume_validation(choice=choice).cases
+        if len(fitted) < 2:
+            return cases
+        features = np.stack([c.head_features for c in cases])
+        chosen = choose_readout(
+            fitted, features, [c.subtype_true for c in cases], self.mtl_config.head.readout_choice_confidence
+        )
+        self.install_readout(chosen, choice)
+        head = self.multitask_network.head
+        with torch.no_grad():
+            logits = head.readout(torch.from_numpy(features).float())  # the engine's own arithmetic
+        return reclassified(cases, logits)
 
     def readout_weights(self) -> dict[str, torch.Tensor]:
         """The head's readout entries of the network's state dict."""
@@ -544,16 +582,16 @@ class nnUNetTrainerMultitask(nnUNetTrainer):
         if not self.mtl_config.inference.choose_on_validation:
             if self.local_rank == 0:
                 remove_inference_choice(fold_dir)  # an earlier run's choice is not this model's
-            self.fit_subtype_readout(UNDETERMINED)
+            self.validate_with_chosen_readout(UNDETERMINED)
             return UNDETERMINED
         self.network.eval()
         readouts = {}
 
         def validate(candidate: InferenceChoice):
             # each candidate is scored with a readout fitted on its own path, as predict would deploy it
-            self.fit_subtype_readout(candidate)
+            cases = self.validate_with_chosen_readout(candidate)
             readouts[candidate] = {name: value.clone() for name, value in self.readout_weights().items()}
-            return self.whole_volume_validation(choice=candidate).cases
+            return cases
 
         with torch.no_grad():
             choice = choose_inference(

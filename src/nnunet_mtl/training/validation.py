@@ -6,7 +6,7 @@ import pickle
 import time
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +37,7 @@ class ValidatedCase:
     forward_seconds: float = 0.0  # the engine's forward of this case (both outputs, every pass)
     forward_passes: int = 1
     path: str = "whole"  # the path the engine ran ("whole" or "sliding"; "auto" resolves per case)
+    head_features: np.ndarray | None = None  # what the head's readout classified (one network only)
 
 
 @dataclass(frozen=True)
@@ -105,6 +106,7 @@ def validate_cases(
                 forward_seconds,
                 prediction.num_forward_passes,
                 prediction.path,
+                None if prediction.head_features is None else prediction.head_features.numpy(),
             )
         )
         if export_folder is not None:
@@ -114,6 +116,15 @@ def validate_cases(
             if save_probabilities:
                 _write_probabilities(exported[1], properties, Path(export_folder) / key)
     return results
+
+
+def reclassified(cases: Sequence[ValidatedCase], class_logits: torch.Tensor) -> list[ValidatedCase]:
+    """``cases`` with the subtypes and probabilities of other class logits (cases, classes), in their order."""
+    probabilities = torch.softmax(class_logits.float(), 1)
+    return [
+        replace(case, subtype_pred=int(p.argmax()), probabilities=[float(v) for v in p])
+        for case, p in zip(cases, probabilities)
+    ]
 
 
 def _write_probabilities(probabilities: np.ndarray, properties: dict, truncated: Path) -> None:
