@@ -23,6 +23,13 @@ def _cases(folder: Path) -> dict:
     return {c["name"]: c for c in metrics["cases"]}
 
 
+def paired_difference(by_run: list[np.ndarray], rng: np.random.Generator) -> list[float]:
+    """The mean of per-case differences pooled over runs, and its 95% bootstrap interval with the cases
+    resampled within each run: [mean, low, high]."""
+    means = [np.concatenate([d[rng.integers(0, len(d), len(d))] for d in by_run]).mean() for _ in range(RESAMPLES)]
+    return [float(np.concatenate(by_run).mean()), *map(float, np.percentile(means, [2.5, 97.5]))]
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("out", type=Path)
@@ -52,13 +59,8 @@ def main(argv=None) -> int:
     result = {"a": args.a, "b": args.b, "runs": runs}
     for key in keys:
         by_run = [d for d in differences[key].values() if len(d)]
-        means = [np.concatenate([d[rng.integers(0, len(d), len(d))] for d in by_run]).mean() for _ in range(RESAMPLES)]
-        pooled = np.concatenate(by_run)
-        result[key] = {
-            "mean_difference": float(pooled.mean()),
-            "ci95": [float(x) for x in np.percentile(means, [2.5, 97.5])],
-            "cases": len(pooled),
-        }
+        mean, low, high = paired_difference(by_run, rng)
+        result[key] = {"mean_difference": mean, "ci95": [low, high], "cases": sum(map(len, by_run))}
     print(json.dumps(result, indent=2))
     return 0
 

@@ -43,6 +43,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from head_probe import pooled_features
+from paired_runs import paired_difference
 
 SHIPPED = "shrinkage LDA (Ledoit-Wolf)"
 MLP_LOGITS = 3  # engine features end with the trained MLP's logits, one per subtype
@@ -405,13 +406,9 @@ def main(argv=None) -> int:
     paired = {}
     shipped = [c.astype(float) for c in correct[SHIPPED]]
     for name in names[1:]:
-        # cases resampled within each model, as benchmarks/paired_runs.py does
         differences = [c.astype(float) - s for c, s in zip(correct[name], shipped)]
-        draws = [
-            np.mean(np.concatenate([d[rng.integers(0, len(d), len(d))] for d in differences])) for _ in range(2000)
-        ]
-        mean = float(np.mean(np.concatenate(differences)))
-        paired[name] = [mean, *map(float, np.percentile(draws, [2.5, 97.5]))]
+        paired[name] = paired_difference(differences, rng)
+        mean = paired[name][0]
         print(f"{name} minus {SHIPPED}, subtype correct: {mean:+.3f} [{paired[name][1]:+.3f}, {paired[name][2]:+.3f}]")
     if args.out:
         args.out.write_text(json.dumps({"per_model": results, "paired_accuracy_vs_shipped": paired}, indent=2) + "\n")

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from paired_runs import paired_difference
 from readout_choice import MLP_LOGITS, engine_features
 
 SPLITS = {"train": "train", "validation": "validation", "test": "test_key"}  # images folder -> truth folder
@@ -79,12 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     reference = correct.pop("all features")
     paired = {}
     for name, values in correct.items():
-        differences = [a - b for a, b in zip(values, reference)]
-        draws = [
-            np.mean(np.concatenate([d[rng.integers(0, len(d), len(d))] for d in differences])) for _ in range(2000)
-        ]
-        mean = float(np.mean(np.concatenate(differences)))
-        paired[name] = [mean, *map(float, np.percentile(draws, [2.5, 97.5]))]
+        paired[name] = paired_difference([a - b for a, b in zip(values, reference)], rng)
+        mean = paired[name][0]
         print(
             f"{name} minus all features, subtype correct: {mean:+.3f} [{paired[name][1]:+.3f}, {paired[name][2]:+.3f}]"
         )
