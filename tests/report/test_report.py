@@ -167,9 +167,15 @@ def test_report_of_the_final_validation(smoke_model, tmp_path):
     assert sum(image["section"] == "overlays" for image in parsed.images) == min(4, metrics["num_cases"])
     facts = dict(parsed.tables["summary"])
     assert facts["selected checkpoint (checkpoint_best)"].startswith("epoch ")
-    # three validation cases cannot show a richer readout's gain with confidence: the statistics' is kept
-    reads = "shrinkage LDA fitted on the training split's predicted pooling, reading the intensity statistics only"
-    assert facts["subtype readout"] == reads
+    # what the deployed readout reads, from the loaded network's own stage widths
+    from nnunet_mtl.inference.model import load_model
+
+    head = load_model(model_dir, (0,), ("best",)).networks[0].head
+    statistics_only = not head.readout_weight[:, : sum(head.stage_channels)].any()
+    reads = "the intensity statistics only" if statistics_only else "every feature"
+    assert (
+        facts["subtype readout"] == f"shrinkage LDA fitted on the training split's predicted pooling, reading {reads}"
+    )
     # the inference choice made at the end of training: every candidate run, with its numbers
     from nnunet_mtl.inference.choice import read_inference_choice
 
