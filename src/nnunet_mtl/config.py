@@ -11,7 +11,7 @@ from typing import Literal
 
 Pooling = Literal["avg", "foreground", "lesion"]
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
-Augmentation = Literal["nnunet", "mirror"]
+Augmentation = Literal["nnunet", "mirror", "intensity"]
 Readout = Literal["mlp", "lda"]
 ReadoutFeatures = Literal["statistics", "all"]
 
@@ -91,8 +91,8 @@ class ScheduleConfig:
     head_initial_lr: float = 1e-2  # the classification head's own rate (a full-rate head, see LossConfig)
     oversample_foreground_percent: float = 0.33  # nnU-Net's share of patches centred on foreground
     checkpoint_every: int = 1  # epochs between checkpoint_latest saves (a crash loses at most this many)
-    # "nnunet": nnU-Net's full pipeline; "mirror": random flips only (for short schedules, see
-    # training/augmentation.py)
+    # "nnunet": nnU-Net's full pipeline; "mirror": random flips only; "intensity": flips and nnU-Net's
+    # intensity transforms, without rotation and scaling (for short schedules, see training/augmentation.py)
     augmentation: Augmentation = "nnunet"
     # train for this many minutes (the epochs' own time, validations included): num_epochs is then an upper
     # bound, and the learning-rate decay and the last validation are sized to the epochs that fit, measured

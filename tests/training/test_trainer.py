@@ -384,20 +384,32 @@ def test_augmentation_choice_selects_the_training_pipeline(trainer_with_batch):
     trainer, batch = trainer_with_batch
     patch = list(trainer.configuration_manager.patch_size)
     assert list(batch["data"].shape[2:]) == patch
-    for augmentation, spatial in (("mirror", False), ("nnunet", True)):
+    target = ["RemoveLabelTransform", "ConvertSegmentationToRegionsTransform", "DownsampleSegForDSTransform"]
+    intensity = [
+        "GaussianNoiseTransform",
+        "GaussianBlurTransform",
+        "MultiplicativeBrightnessTransform",
+        "ContrastTransform",
+        "SimulateLowResolutionTransform",
+        "GammaTransform",
+        "GammaTransform",
+    ]
+    for augmentation, spatial in (("mirror", False), ("intensity", False), ("nnunet", True)):
         initial_patch, mirror_axes, pipeline = training_pipeline(trainer, augmentation)
         assert mirror_axes == (0, 1, 2) and trainer.inference_allowed_mirroring_axes == (0, 1, 2)
         assert (list(initial_patch) == patch) != spatial  # nnU-Net crops from a larger patch after rotating
-        kinds = [type(t).__name__ for t in pipeline.transforms]
+        kinds = [type(getattr(t, "transform", t)).__name__ for t in pipeline.transforms]
         assert MirrorTransform.__name__ in kinds
         assert (SpatialTransform.__name__ in kinds) == spatial
-        if not spatial:
-            assert kinds == [
-                "MirrorTransform",
-                "RemoveLabelTransform",
-                "ConvertSegmentationToRegionsTransform",
-                "DownsampleSegForDSTransform",
-            ]
+        if augmentation == "mirror":
+            assert kinds == ["MirrorTransform", *target]
+        if augmentation == "intensity":  # nnU-Net's own transforms in its order, none spatial
+            assert kinds == [*intensity, "MirrorTransform", *target]
+            torch.manual_seed(0)
+            image = torch.randn(1, *patch)
+            segmentation = torch.zeros(1, *patch, dtype=torch.int16)
+            out = pipeline(image=image.clone(), segmentation=segmentation)
+            assert out["image"].shape == image.shape  # loaded at the patch size, nothing cropped
 
 
 class nnUNetTrainerMultitaskNpz(nnUNetTrainerMultitaskSmoke):

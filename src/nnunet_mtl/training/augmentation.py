@@ -1,16 +1,21 @@
-"""Training augmentation choices: nnU-Net's own pipeline, or mirroring only for short schedules.
+"""Training augmentation choices: nnU-Net's own pipeline, or parts of it for short schedules.
 
 nnU-Net's pipeline (rotation, scaling, noise, blur, brightness, contrast, low resolution, gamma,
 mirroring) pays off over its 250,000 training steps; within the ``tiny`` preset's few hundred steps it
 slows learning down (on the phantom the lesion appeared later and ended lower; see README, "Measured").
 ``"mirror"`` keeps the random flips, so inference may still mirror (stock nnU-Net's 8-flip prediction of
-the exported weights stays valid), and drops the rest.
+the exported weights stays valid), and drops the rest. ``"intensity"`` is nnU-Net's pipeline without its
+spatial transform (rotation and scaling, the slow part to learn): the flips and nnU-Net's own intensity
+transforms (noise, blur, brightness, contrast, low resolution, gamma) at nnU-Net's probabilities, which show
+the network lesions of lower contrast than its training cases hold.
 """
 
 from __future__ import annotations
 
 from batchgeneratorsv2.transforms.spatial.mirroring import MirrorTransform
+from batchgeneratorsv2.transforms.spatial.spatial import SpatialTransform
 from batchgeneratorsv2.transforms.utils.compose import ComposeTransforms
+from batchgeneratorsv2.transforms.utils.pseudo2d import Convert2DTo3DTransform, Convert3DTo2DTransform
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
 from nnunet_mtl.config import Augmentation
@@ -50,7 +55,7 @@ def training_transforms(
         return mirror_only_transforms(
             mirror_axes, deep_supervision_scales, is_cascaded, foreground_labels, regions, ignore_label
         )
-    return nnUNetTrainer.get_training_transforms(
+    pipeline = nnUNetTrainer.get_training_transforms(
         patch_size,
         rotation_for_DA,
         deep_supervision_scales,
@@ -62,8 +67,13 @@ def training_transforms(
         regions,
         ignore_label,
     )
+    if augmentation == "intensity":
+        spatial = (SpatialTransform, Convert3DTo2DTransform, Convert2DTo3DTransform)
+        return ComposeTransforms([t for t in pipeline.transforms if not isinstance(t, spatial)])
+    return pipeline
 
 
 def initial_patch_size(augmentation: Augmentation, nnunet_initial: list[int], patch_size) -> list[int]:
-    """nnU-Net crops its patches from a larger one that rotation and scaling need; flips need none."""
-    return list(patch_size) if augmentation == "mirror" else nnunet_initial
+    """nnU-Net crops its patches from a larger one that rotation and scaling need; flips and intensity
+    transforms need none."""
+    return nnunet_initial if augmentation == "nnunet" else list(patch_size)
