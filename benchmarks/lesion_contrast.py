@@ -1,6 +1,6 @@
 """How conspicuous the lesions of each split are, and how a model's lesion Dice depends on it.
 
-    python benchmarks/lesion_contrast.py OUT [--labels LABEL ...] [--out FILE.json]
+    python benchmarks/lesion_contrast.py OUT [--labels LABEL ...] [--low 1.0] [--json FILE]
 
 ``OUT`` is a folder of ``benchmarks/accuracy_matrix.py``: its phantoms under ``OUT/data/<setting>-s<seed>/`` and
 the runs of each label under ``OUT/<label>/<setting>-s<seed>/``. A lesion's contrast-to-noise ratio is the
