@@ -2,6 +2,7 @@ import json
 import math
 
 import pytest
+import SimpleITK as sitk
 import torch
 
 from nnunet_mtl.benchmark.run import LABELS, METHODS, class_agreement, markdown_table
@@ -28,13 +29,20 @@ def test_benchmark_compares_all_methods_on_the_same_weights(smoke_model, small_p
         assert math.isclose(row["speedup_vs_a"], stock["median_seconds_per_case"] / row["median_seconds_per_case"])
         assert row["peak_rss_mib"] > 0
     # (a') does stock's work (same tiles, 8 flips) with our code: nearly the same masks as stock nnU-Net.
-    # Not exactly: stock sums the tiles in float16, and the smoke model (a few epochs) has many voxels near
-    # 0.5 in its small lesions, where that rounding flips the label (a CI machine measured lesion Dice 0.988
-    # to stock). tests/inference/test_forward.py compares the logits themselves to stock's.
+    # Not exactly: stock sums the tiles in float16, and the smoke model (a few epochs) has voxels near 0.5
+    # in its small lesions, where that rounding flips the label. One such voxel in a 20-voxel lesion costs
+    # 0.05 of lesion Dice (CI machines measured 0.988 and 0.944), so the bound is on the voxels that differ;
+    # tests/inference/test_forward.py compares the logits themselves to stock's.
     assert methods["a_ref"]["forward_passes_per_case"] >= 8
-    for region in ("whole", "lesion"):
-        value = methods["a_ref"]["dice_to_a"][region]
-        assert value is None or value > 0.97
+    assert methods["a_ref"]["dice_to_a"]["whole"] > 0.97
+    differing = total = 0
+    for name in (f.name for f in (out / "a").glob("quiz_*.nii.gz")):
+        stock_mask = sitk.GetArrayFromImage(sitk.ReadImage(str(out / "a" / name)))
+        ours_mask = sitk.GetArrayFromImage(sitk.ReadImage(str(out / "a_ref" / name)))
+        differing, total = differing + int((stock_mask != ours_mask).sum()), total + stock_mask.size
+    assert methods["a_ref"]["voxels_differing_from_a"] == differing
+    assert math.isclose(methods["a_ref"]["voxel_share_differing_from_a"], differing / total)
+    assert differing <= 0.001 * total
     assert "class_agreement_with_a" not in stock and stock["subtypes"] is None  # stock has no subtype head
     reference = methods["a_ref"]["subtypes"]
     for key in ("b", "c", "d", "c_alt"):
@@ -87,6 +95,8 @@ def test_class_agreement_counts_cases_and_names_the_differing_ones():
     # a benchmark.json of an earlier version (a share only) still renders, e.g. in `nnunet-mtl report`
     older = {"class_agreement_with_a": 11 / 12, **{k: v for k, v in row.items() if not k.startswith("class")}}
     assert "| 92% |" in markdown_table({"methods": {"c": older}, "truth": None, "device": "cpu"})
+    counted = {**row, "voxels_differing_from_a": 3, "voxel_share_differing_from_a": 3 / 60000}
+    assert "| 3 (0.005%) |" in markdown_table({"methods": {"c": counted}, "truth": None, "device": "cpu"})
 
 
 @pytest.mark.slow
