@@ -5,6 +5,10 @@ score it with bootstrap intervals. The results matrix of README ("Accuracy acros
     python benchmarks/accuracy_matrix.py --out /tmp/matrix --label before --code /path/to/old/src
     python benchmarks/accuracy_matrix.py --out /tmp/matrix --label revalidated --revalidate before
 
+``--paired-postprocessing KEY=VALUE`` also predicts each test split with that entry of the model folder's
+postprocessing file changed (restored afterwards), on the same weights, as label ``LABEL-KEY=VALUE`` (for
+``paired_runs.py``): e.g. ``lesion_in_every_case=false``; on a label trained before, it only adds that.
+
 ``--revalidate LABEL`` trains nothing: it copies LABEL's trained models and runs ``train --validation-only``
 with this code (the subtype readout, the inference choice and the postprocessing are determined again on the
 same weights), then predicts and scores as usual: a paired comparison of what happens after training, free
@@ -107,20 +111,60 @@ def bootstrap(metrics: dict, resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0
     return summary
 
 
+def paired_postprocessing_run(
+    out: Path, label: str, folder: Path, change: str, data: Path, preset: str, env: dict, log: Path, result: dict
+) -> None:
+    """``folder``'s model predicts the test split with one postprocessing entry changed (restored afterwards),
+    scored as label ``LABEL-KEY=VALUE``."""
+    paired = out / f"{label}-{change}" / folder.name
+    paired.mkdir(parents=True, exist_ok=True)
+    key, _, value = change.partition("=")
+    (post_file,) = (folder / "nnunet" / "nnUNet_results").rglob("nnunet_mtl_postprocessing.json")
+    original = post_file.read_text()
+    try:
+        post_file.write_text(json.dumps({**json.loads(original), key: json.loads(value)}))
+        pred = paired / "test_pred"
+        _run(
+            ["predict", "--dataset-id", "501", "--preset", preset, "-i", str(data / "test"), "-o", str(pred)], env, log
+        )
+    finally:
+        post_file.write_text(original)
+    _run(
+        ["evaluate", "--pred", str(pred), "--truth", str(data / "test_key"), "--out", str(paired / "evaluation")],
+        env,
+        log,
+    )
+    metrics = json.loads((paired / "evaluation" / "metrics.json").read_text())
+    paired_result = {**result, "label": paired.parent.name, "test": bootstrap(metrics)}
+    (paired / "result.json").write_text(json.dumps(paired_result, indent=2) + "\n")
+
+
 def run_one(
-    out: Path, label: str, setting: str, seed: int, preset: str, code: Path, test: int, revalidate: str | None = None
+    out: Path,
+    label: str,
+    setting: str,
+    seed: int,
+    preset: str,
+    code: Path,
+    test: int,
+    revalidate: str | None = None,
+    paired_postprocessing: str | None = None,
 ) -> dict:
     data = make_phantom(out, setting, seed, test)
     folder = out / label / f"{setting}-s{seed}"
     result_file = folder / "result.json"
-    if result_file.is_file():
-        return json.loads(result_file.read_text())
-    folder.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "PYTHONPATH": str(code)}
     env.update(
         {name: str(folder / "nnunet" / name) for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")}
     )
     log = folder / "run.log"
+    if result_file.is_file():  # trained and scored before: only a paired prediction not made yet
+        result = json.loads(result_file.read_text())
+        paired = out / f"{label}-{paired_postprocessing}" / folder.name / "result.json"
+        if paired_postprocessing is not None and not paired.is_file():
+            paired_postprocessing_run(out, label, folder, paired_postprocessing, data, preset, env, log, result)
+        return result
+    folder.mkdir(parents=True, exist_ok=True)
     if revalidate is None:
         _run(["prepare", str(data), "--dataset-id", "501"], env, log)
         wall = _run(["train", "--dataset-id", "501", "--preset", preset], env, log)
@@ -174,6 +218,8 @@ def run_one(
         "dice_lesion": result["validation"]["segmentation"]["lesion"]["mean_dice"],
         "macro_f1": (result["validation"]["classification"] or {}).get("macro_f1"),
     }
+    if paired_postprocessing is not None:
+        paired_postprocessing_run(out, label, folder, paired_postprocessing, data, preset, env, log, result)
     result_file.write_text(json.dumps(result, indent=2) + "\n")
     return result
 
@@ -211,6 +257,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--revalidate", metavar="LABEL", help="no training: LABEL's models, validated again by this code (above)"
     )
+    parser.add_argument(
+        "--paired-postprocessing", metavar="KEY=VALUE", help="also predict with this postprocessing entry (above)"
+    )
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     results = []
@@ -221,7 +270,15 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             results.append(
                 run_one(
-                    args.out, args.label, setting, seed, args.preset, args.code.resolve(), args.test, args.revalidate
+                    args.out,
+                    args.label,
+                    setting,
+                    seed,
+                    args.preset,
+                    args.code.resolve(),
+                    args.test,
+                    args.revalidate,
+                    args.paired_postprocessing,
                 )
             )
             print(markdown(results[-1:]).splitlines()[-1], flush=True)
