@@ -7,7 +7,8 @@ score it with bootstrap intervals. The results matrix of README ("Accuracy acros
 
 ``--paired-postprocessing KEY=VALUE`` also predicts each test split with that entry of the model folder's
 postprocessing file changed (restored afterwards), on the same weights, as label ``LABEL-KEY=VALUE`` (for
-``paired_runs.py``): e.g. ``lesion_in_every_case=false``; on a label trained before, it only adds that.
+``paired_runs.py``): e.g. ``lesion_threshold=0.5`` (nnU-Net's cut where the model chose another); on a label
+trained before, it only adds that.
 
 ``--revalidate LABEL`` trains nothing: it copies LABEL's trained models and runs ``train --validation-only``
 with this code (the subtype readout, the inference choice and the postprocessing are determined again on the

@@ -154,7 +154,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
     paths = {r.path for r in results}
     part = f" (part {args.part_id} of 0..{args.num_parts - 1})" if args.num_parts > 1 else ""
     post = predictor.postprocessing
-    postprocessing = "no postprocessing" if post.is_identity else f"postprocessing: {post.describe()}"
+    postprocessing = (
+        "no postprocessing"
+        if post.is_identity
+        else f"postprocessing: lesion threshold {post.lesion_threshold:g}, "
+        f"{', '.join(post.mask_steps) or 'no mask step'}, temperature {post.temperature:.3f}"
+    )
     print(
         f"predicted {len(results)} cases{part} with {len(model.networks)} model(s) ({', '.join(model.members)}; "
         f"{'/'.join(sorted(paths))} path, {predictor.precision}{', TTA' if predictor.tta else ''}; {postprocessing}) "

@@ -225,11 +225,6 @@ class PostprocessingConfig:
     # a threshold other than 0.5 is kept only where its per-case lesion Dice gain is positive with this one-sided
     # bootstrap confidence over the validation cases (EvaluationConfig's resamples and seed)
     lesion_threshold_confidence: float = 0.95
-    # where every labelled case of the data set has a lesion, a case whose predicted lesion is absent gets the
-    # half-maximum region around its most likely lesion voxel instead (postprocessing/lesion_presence.py): an
-    # empty prediction is then known to score 0, any guess at least that. No effect on data with lesion-free cases.
-    lesion_in_every_case: bool = True
-    lesion_fallback_relative: float = 0.5  # of the gland's highest lesion probability
 
 
 EVALUATION = EvaluationConfig()

@@ -295,33 +295,3 @@ def test_the_lesion_threshold_moves_the_lesion_inside_nnunets_gland(model, odd_g
         )
         added += int((labels == 2).sum() - (nnunet_labels == 2).sum())
     assert added > 0  # the threshold made a difference somewhere
-
-
-def test_an_absent_lesion_is_added_at_the_exported_lesion_peak_inside_nnunets_gland(model, odd_geometry_images):
-    """A network whose lesion logits are lowered everywhere predicts no lesion; with a lesion in every case the
-    mask gets the half-maximum region of the exported lesion probability inside nnU-Net's own gland, in the
-    input's geometry (resampled and flipped cases too)."""
-    from dataclasses import replace
-
-    from nnunet_mtl.inference.cases import segmentation_in_input_geometry
-    from nnunet_mtl.postprocessing.lesion_presence import with_lesion
-    from nnunet_mtl.postprocessing.lesion_threshold import LESION_CHANNEL
-    from nnunet_mtl.postprocessing.plan import Postprocessing
-
-    predictor = MultitaskPredictor(replace(model, postprocessing=Postprocessing(lesion_in_every_case=True)))
-    for case in find_input_cases(odd_geometry_images)[:2]:
-        pre = predictor.preprocess(case)
-        prediction = predictor.forward(pre.data)
-        logits = prediction.segmentation_logits.clone()
-        logits[LESION_CHANNEL] -= 20.0  # under 0.5 everywhere
-        faint = replace(prediction, segmentation_logits=logits)
-        nnunet_labels, (_, lesion) = segmentation_in_input_geometry(
-            logits, model.plans_manager, model.configuration_manager, model.label_manager, pre.properties, 1, True
-        )
-        assert nnunet_labels.max() == 1  # no lesion anywhere
-        labels = predictor.segmentation_of(faint, pre.properties)
-        assert np.array_equal(labels > 0, nnunet_labels > 0)
-        expected = with_lesion(nnunet_labels, lesion, pre.properties["spacing"])
-        assert np.array_equal(labels, expected) and (labels == 2).any()
-        peak = np.unravel_index(np.argmax(np.where(nnunet_labels > 0, lesion, 0)), lesion.shape)
-        assert labels[peak] == 2

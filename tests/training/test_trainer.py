@@ -78,13 +78,7 @@ def test_postprocessing_is_determined_after_training_and_again_on_demand(
     before = json.loads((validation / "metrics.json").read_text())
     assert [c["subtype_pred"] for c in after["cases"]] == [c["subtype_pred"] for c in before["cases"]]
     kept = stored["mask_steps"]
-    post = read_postprocessing(folder)
-    # every phantom case has a lesion: the ones predicted without get the most likely one
-    presence = stored["determined_on"]["lesion_in_every_case"]
-    gt = nnunet_root / "nnUNet_preprocessed" / planned_dataset[0] / "gt_segmentations"
-    assert presence["labelled_cases"] == presence["with_lesion"] == len(list(gt.glob("*.nii.gz")))
-    assert presence["applied"] and post.lesion_in_every_case
-    if not kept and not post.uses_region_probabilities:  # nothing kept: the masks are the validation's own
+    if not kept and stored["lesion_threshold"] == 0.5:  # nothing kept: the masks are the validation's own
         assert after["segmentation"] == before["segmentation"]
     # the lesion threshold is chosen among the candidates on the region probabilities stored with each mask
     assert [r["threshold"] for r in stored["determined_on"]["lesion_threshold"]] == sorted(
@@ -98,12 +92,16 @@ def test_postprocessing_is_determined_after_training_and_again_on_demand(
         postprocessed = sitk.GetArrayFromImage(
             sitk.ReadImage(str(validation / "postprocessed" / f"{case['name']}.nii.gz"))
         )
-        spacing = sitk.ReadImage(str(validation / f"{case['name']}.nii.gz")).GetSpacing()[::-1]
-        expected = post.labels(regions, spacing, QUANTA) if post.uses_region_probabilities else mask
+        expected = (
+            thresholded_labels(regions, stored["lesion_threshold"], QUANTA)
+            if stored["lesion_threshold"] != 0.5
+            else mask
+        )
         assert np.array_equal(postprocessed, apply_steps(expected, kept))
     # `nnunet-mtl postprocess` on a copy of the folder determines the same again
     copy = Path(shutil.copytree(folder, tmp_path / folder.name))
     (copy / POSTPROCESSING_FILE).unlink()
+    gt = nnunet_root / "nnUNet_preprocessed" / planned_dataset[0] / "gt_segmentations"
     assert determine_for_model(copy, gt_folder=gt)[0] == read_postprocessing(folder)
     assert main(["postprocess", "--model-dir", str(tmp_path / "nowhere")]) == 2
     assert "model folder not found" in capsys.readouterr().err

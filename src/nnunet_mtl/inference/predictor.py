@@ -32,6 +32,7 @@ from nnunet_mtl.inference.forward import CasePrediction
 from nnunet_mtl.inference.model import LoadedModel
 from nnunet_mtl.inference.shards import RESULTS_LOCK, RUN_LOCK, exclusive, running
 from nnunet_mtl.io import remove_stale_temp_files, write_text_atomic
+from nnunet_mtl.postprocessing.lesion_threshold import DEFAULT_THRESHOLD, thresholded_labels
 from nnunet_mtl.postprocessing.plan import NONE as NO_POSTPROCESSING
 from nnunet_mtl.postprocessing.temperature import scaled_probabilities
 
@@ -128,10 +129,10 @@ class MultitaskPredictor:
 
     def segmentation_of(self, prediction: CasePrediction, properties: dict) -> np.ndarray:
         """The (z, y, x) label map in the input's geometry, through nnU-Net's own export; with a lesion threshold
-        other than 0.5 or a lesion in every case, from the exported region probabilities (the mask steps follow
-        in ``export``)."""
+        other than 0.5, from the exported region probabilities (the mask steps follow in ``export``)."""
         model = self.model
-        from_regions = self.postprocessing.uses_region_probabilities and model.label_manager.has_regions
+        threshold = self.postprocessing.lesion_threshold
+        thresholded = threshold != DEFAULT_THRESHOLD and model.label_manager.has_regions
         exported = segmentation_in_input_geometry(
             prediction.segmentation_logits,
             model.plans_manager,
@@ -139,9 +140,9 @@ class MultitaskPredictor:
             model.label_manager,
             properties,
             self.export_threads,
-            return_probabilities=from_regions,
+            return_probabilities=thresholded,
         )
-        return self.postprocessing.labels(exported[1], properties["spacing"]) if from_regions else exported
+        return thresholded_labels(exported[1], threshold) if thresholded else exported
 
     def export(
         self, pre: PreprocessedCase, prediction: CasePrediction, out_dir: Path, forward_seconds: float

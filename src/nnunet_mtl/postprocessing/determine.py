@@ -1,16 +1,15 @@
 """Determine a model folder's postprocessing on its final validation predictions (every fold's, pooled:
 out-of-fold predictions where several folds exist), the nnU-Net way: first the lesion threshold (the candidate
 with the highest mean lesion Dice among those whose gain over 0.5 is positive with confidence; it leaves the
-whole pancreas as it is), then, where every labelled case of the data set has a lesion, a lesion in every case
-(``lesion_presence.py``; not a choice on the validation split), then each mask step in turn, kept when it raises
-the mean Dice over the regions and lowers none of them; then one temperature is fitted to the subtype
-probabilities. All are written to the model folder for ``predict``.
+whole pancreas as it is), then each mask step in turn, kept when it raises the mean Dice over the regions and
+lowers none of them; then one temperature is fitted to the subtype probabilities. All are written to the model
+folder for ``predict``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +30,6 @@ from nnunet_mtl.evaluation.evaluate import read_labels
 from nnunet_mtl.evaluation.metrics import region_dice, summarize_region
 from nnunet_mtl.io import NIFTI_SUFFIX
 from nnunet_mtl.postprocessing.components import STEPS, apply_step
-from nnunet_mtl.postprocessing.lesion_presence import LesionPrevalence, lesion_prevalence
 from nnunet_mtl.postprocessing.lesion_threshold import (
     DEFAULT_THRESHOLD,
     QUANTA,
@@ -52,7 +50,6 @@ class ValidationCase:
     probabilities: list[float]  # uncalibrated
     # quantised region probabilities (lesion_threshold.py) on the same crop; None for folders written before
     regions: np.ndarray | None = None
-    spacing: tuple[float, ...] = (1.0, 1.0, 1.0)  # (z, y, x) mm
 
 
 def _crop_to_foreground(
@@ -82,15 +79,14 @@ def read_validation_folder(folder: Path, gt_folder: Path) -> list[ValidationCase
     for name in sorted(subtypes):
         if name not in probabilities:
             raise InputError(probabilities_csv, f"no probabilities for case {name}{NIFTI_SUFFIX}")
-        image, prediction = read_labels(folder / f"{name}{NIFTI_SUFFIX}")
+        _, prediction = read_labels(folder / f"{name}{NIFTI_SUFFIX}")
         _, truth = read_labels(gt_folder / f"{name}{NIFTI_SUFFIX}")
         regions_file = region_probabilities_path(folder, name)
         regions = read_region_probabilities(regions_file) if regions_file.is_file() else None
         if regions is not None and regions.shape[1:] != prediction.shape:
             raise InputError(regions_file, f"shape {regions.shape[1:]} is not its mask's {prediction.shape}")
         cropped = _crop_to_foreground(prediction, truth, regions)
-        spacing = tuple(image.GetSpacing()[::-1])
-        cases.append(ValidationCase(name, *cropped[:2], subtypes[name], probabilities[name], cropped[2], spacing))
+        cases.append(ValidationCase(name, cropped[0], cropped[1], subtypes[name], probabilities[name], cropped[2]))
     return cases
 
 
@@ -141,44 +137,17 @@ def determine_lesion_threshold(
     return chosen, sorted(report, key=lambda row: row["threshold"])
 
 
-def determine_lesion_in_every_case(
-    cases: Sequence[ValidationCase],
-    prevalence: LesionPrevalence | None,
-    lesion_threshold: float,
-    config: PostprocessingConfig = POSTPROCESSING,
-) -> tuple[bool, dict]:
-    """Whether to predict a lesion in every case (lesion_presence.py): where every labelled case has one and the
-    validation cases' region probabilities are stored. Not chosen on the validation split (an absent prediction
-    scores 0 on a case with a lesion, any guess at least that); its validation numbers are reported."""
-    report: dict = {"labelled_cases": None if prevalence is None else prevalence.cases}
-    if prevalence is not None:
-        report["with_lesion"] = prevalence.with_lesion
-    if prevalence is None or not prevalence.every_case or any(c.regions is None for c in cases):
-        return False, {**report, "applied": False}
-    before = Postprocessing(lesion_threshold=lesion_threshold)
-    after = replace(before, lesion_in_every_case=True, lesion_fallback_relative=config.lesion_fallback_relative)
-    per_case = {}
-    for c in cases:
-        dice = [region_dice(p.labels(c.regions, c.spacing, QUANTA), c.truth)["lesion"] for p in (before, after)]
-        if dice[0] != dice[1]:
-            per_case[c.name] = dice
-    return True, {**report, "applied": True, "changed_cases": per_case}
-
-
 def determine_mask_steps(
     cases: Sequence[ValidationCase],
     config: PostprocessingConfig = POSTPROCESSING,
     lesion_threshold: float = DEFAULT_THRESHOLD,
-    lesion_in_every_case: bool = False,
 ) -> tuple[tuple[str, ...], list[dict]]:
-    """The mask steps, on the validation masks at ``lesion_threshold`` (with a lesion in every case, if so)."""
-    plan = Postprocessing(
-        lesion_threshold=lesion_threshold,
-        lesion_in_every_case=lesion_in_every_case,
-        lesion_fallback_relative=config.lesion_fallback_relative,
-    )
+    """The mask steps, on the validation masks at ``lesion_threshold``."""
     current = [
-        plan.labels(c.regions, c.spacing, QUANTA) if plan.uses_region_probabilities else c.prediction for c in cases
+        c.prediction
+        if lesion_threshold == DEFAULT_THRESHOLD
+        else thresholded_labels(c.regions, lesion_threshold, QUANTA)
+        for c in cases
     ]
     baseline = mean_dice(current, cases)
     kept, report = [], []
@@ -194,19 +163,12 @@ def determine_mask_steps(
 
 
 def determine(
-    cases: Sequence[ValidationCase],
-    source: str,
-    config: PostprocessingConfig = POSTPROCESSING,
-    prevalence: LesionPrevalence | None = None,
+    cases: Sequence[ValidationCase], source: str, config: PostprocessingConfig = POSTPROCESSING
 ) -> Postprocessing:
-    """``prevalence``: how many labelled cases of the data set have a lesion (None: unknown, no lesion is added)."""
     if not cases:
         raise InputError(source, "no validation cases to determine the postprocessing on")
     lesion_threshold, threshold_report = determine_lesion_threshold(cases, config)
-    every_case, presence_report = determine_lesion_in_every_case(
-        cases, prevalence if config.lesion_in_every_case else None, lesion_threshold, config
-    )
-    steps, report = determine_mask_steps(cases, config, lesion_threshold, every_case)
+    steps, report = determine_mask_steps(cases, config, lesion_threshold)
     truth = [c.subtype_true for c in cases]
     raw = np.array([c.probabilities for c in cases])
     temperature = fit_temperature(truth, raw, config.log_temperature_prior_sd, config.min_temperature)
@@ -223,18 +185,14 @@ def determine(
         "source": source,
         "cases": len(cases),
         "lesion_threshold": threshold_report,
-        "lesion_in_every_case": presence_report,
         "mask_steps": report,
         "temperature": calibration,
     }
-    return Postprocessing(
-        temperature, steps, determined_on, lesion_threshold, every_case, config.lesion_fallback_relative
-    )
+    return Postprocessing(temperature, steps, determined_on, lesion_threshold)
 
 
 def determine_for_folders(
     folders: Sequence[Path], gt_folder: Path, config: PostprocessingConfig = POSTPROCESSING
 ) -> Postprocessing:
     cases = [case for folder in folders for case in read_validation_folder(folder, gt_folder)]
-    prevalence = lesion_prevalence(gt_folder) if config.lesion_in_every_case else None
-    return determine(cases, ", ".join(str(f) for f in folders), config, prevalence)
+    return determine(cases, ", ".join(str(f) for f in folders), config)

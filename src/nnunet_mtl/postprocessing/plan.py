@@ -9,12 +9,10 @@ from pathlib import Path
 
 import numpy as np
 
-from nnunet_mtl.config import POSTPROCESSING
 from nnunet_mtl.errors import InputError
 from nnunet_mtl.io import write_json_atomic
 from nnunet_mtl.postprocessing.components import STEPS, apply_steps
-from nnunet_mtl.postprocessing.lesion_presence import with_lesion
-from nnunet_mtl.postprocessing.lesion_threshold import DEFAULT_THRESHOLD, LESION_CHANNEL, thresholded_labels
+from nnunet_mtl.postprocessing.lesion_threshold import DEFAULT_THRESHOLD
 from nnunet_mtl.postprocessing.temperature import scaled_probabilities
 
 POSTPROCESSING_FILE = "nnunet_mtl_postprocessing.json"
@@ -27,25 +25,10 @@ class Postprocessing:
     # how it was determined: the validation cases, and each candidate's numbers before and after
     determined_on: dict = field(default_factory=dict, compare=False)
     lesion_threshold: float = DEFAULT_THRESHOLD  # the lesion region's probability cut (lesion_threshold.py)
-    lesion_in_every_case: bool = False  # an absent predicted lesion gets the most likely one (lesion_presence.py)
-    lesion_fallback_relative: float = POSTPROCESSING.lesion_fallback_relative  # its share of the gland's peak
 
     @property
     def is_identity(self) -> bool:
-        return self.temperature == 1.0 and not self.mask_steps and not self.uses_region_probabilities
-
-    @property
-    def uses_region_probabilities(self) -> bool:
-        """Whether the label map comes from the region probabilities rather than nnU-Net's own conversion."""
-        return self.lesion_threshold != DEFAULT_THRESHOLD or self.lesion_in_every_case
-
-    def labels(self, regions: np.ndarray, spacing, scale: float = 1.0) -> np.ndarray:
-        """The label map of (regions, z, y, x) region probabilities (times ``scale``) at this lesion threshold,
-        with a lesion in every case where so determined; ``spacing`` (z, y, x) in mm."""
-        labels = thresholded_labels(regions, self.lesion_threshold, scale)
-        if self.lesion_in_every_case:
-            labels = with_lesion(labels, regions[LESION_CHANNEL], spacing, self.lesion_fallback_relative)
-        return labels
+        return self.temperature == 1.0 and not self.mask_steps and self.lesion_threshold == DEFAULT_THRESHOLD
 
     def probabilities(self, logits: np.ndarray) -> np.ndarray:
         return scaled_probabilities(logits, self.temperature)
@@ -53,20 +36,11 @@ class Postprocessing:
     def segmentation(self, labels: np.ndarray) -> np.ndarray:
         return apply_steps(labels, self.mask_steps)
 
-    def describe(self) -> str:
-        """What ``predict`` applies, in words."""
-        every_case = ", a lesion in every case" if self.lesion_in_every_case else ""
-        steps = ", ".join(self.mask_steps) or "no mask step"
-        return f"lesion threshold {self.lesion_threshold:g}{every_case}, {steps}, temperature {self.temperature:.3f}"
-
     def settings(self) -> dict:
         """What changes a prediction (for a rerun to know whether an earlier output is still valid)."""
         settings = {"temperature": self.temperature, "mask_steps": list(self.mask_steps)}
         if self.lesion_threshold != DEFAULT_THRESHOLD:  # so that outputs written before thresholds stay valid
             settings["lesion_threshold"] = self.lesion_threshold
-        if self.lesion_in_every_case:
-            settings["lesion_in_every_case"] = True
-            settings["lesion_fallback_relative"] = self.lesion_fallback_relative
         return settings
 
     def to_json(self) -> dict:
@@ -87,18 +61,12 @@ def read_postprocessing(model_dir: Path) -> Postprocessing:
             tuple(values["mask_steps"]),
             values.get("determined_on", {}),
             float(values.get("lesion_threshold", DEFAULT_THRESHOLD)),  # files written before thresholds: nnU-Net's 0.5
-            values.get("lesion_in_every_case", False),
-            float(values.get("lesion_fallback_relative", POSTPROCESSING.lesion_fallback_relative)),
         )
-        if not isinstance(postprocessing.lesion_in_every_case, bool):
-            raise ValueError(f"lesion_in_every_case {postprocessing.lesion_in_every_case!r} is not true or false")
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
         raise InputError(path, f"not a postprocessing file of nnunet-mtl ({error})") from None
     unknown = set(postprocessing.mask_steps) - set(STEPS)
     if unknown or not postprocessing.temperature > 0:
         raise InputError(path, f"unknown steps {sorted(unknown)} or temperature {postprocessing.temperature} <= 0")
-    if not 0 < postprocessing.lesion_fallback_relative <= 1:
-        raise InputError(path, f"lesion_fallback_relative {postprocessing.lesion_fallback_relative} outside (0, 1]")
     if not 0 < postprocessing.lesion_threshold < 1:
         raise InputError(path, f"lesion threshold {postprocessing.lesion_threshold} outside (0, 1)")
     return postprocessing

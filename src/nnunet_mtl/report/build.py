@@ -171,22 +171,11 @@ def _postprocessing_section(sources: ReportSources) -> Section:
         return Section("postprocessing", [], [], ["no postprocessing determined for this model folder"])
     notes = [
         f"determined on {post.determined_on['cases']} validation cases ({post.determined_on['source']}); "
-        f"applied by `predict`: {post.describe()}. A lesion threshold is kept when its per-case lesion Dice "
+        f"applied by `predict`: lesion threshold {post.lesion_threshold:g}, "
+        f"{', '.join(post.mask_steps) or 'no mask step'}. A lesion threshold is kept when its per-case lesion Dice "
         "gain over 0.5 is positive with one-sided confidence (the bootstrap over the validation cases); a step when "
         "it raises the mean Dice over the regions and lowers none (nnU-Net's rule)."
     ]
-    presence = post.determined_on.get("lesion_in_every_case") or {}
-    if presence.get("labelled_cases") is not None:
-        counts = f"{presence['with_lesion']} of {presence['labelled_cases']} labelled cases have a lesion"
-        notes.append(
-            f"{counts}: "
-            + (
-                "where the predicted lesion is absent, `predict` labels the half-maximum region around the gland's "
-                f"most likely lesion voxel (it changed {len(presence['changed_cases'])} validation case(s))."
-                if presence["applied"]
-                else "no lesion is added where none is predicted."
-            )
-        )
     tables = [mask_steps_table(post.determined_on)]
     if post.determined_on.get("lesion_threshold"):
         tables.insert(0, lesion_threshold_table(post.determined_on))

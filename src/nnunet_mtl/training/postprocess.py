@@ -22,7 +22,13 @@ from nnunet_mtl.evaluation.evaluate import Evaluation, evaluate_folder, read_lab
 from nnunet_mtl.evaluation.outputs import write_evaluation
 from nnunet_mtl.io import NIFTI_SUFFIX, write_image_atomic
 from nnunet_mtl.postprocessing.determine import determine_for_folders
-from nnunet_mtl.postprocessing.lesion_threshold import QUANTA, read_region_probabilities, region_probabilities_path
+from nnunet_mtl.postprocessing.lesion_threshold import (
+    DEFAULT_THRESHOLD,
+    QUANTA,
+    read_region_probabilities,
+    region_probabilities_path,
+    thresholded_labels,
+)
 from nnunet_mtl.postprocessing.plan import Postprocessing, write_postprocessing
 from nnunet_mtl.postprocessing.temperature import rescaled_probabilities
 
@@ -54,9 +60,9 @@ def apply_to_validation(postprocessing: Postprocessing, folder: Path, gt_folder:
     raw = read_probabilities_csv(raw_csv if raw_csv.is_file() else folder / PROBABILITIES_CSV)
     for name in raw:
         image, labels = read_labels(folder / f"{name}{NIFTI_SUFFIX}")
-        if postprocessing.uses_region_probabilities:  # determined on these files: they exist
+        if postprocessing.lesion_threshold != DEFAULT_THRESHOLD:  # determined on these files: they exist
             regions = read_region_probabilities(region_probabilities_path(folder, name))
-            labels = postprocessing.labels(regions, image.GetSpacing()[::-1], QUANTA)
+            labels = thresholded_labels(regions, postprocessing.lesion_threshold, QUANTA)
         processed = sitk.GetImageFromArray(postprocessing.segmentation(labels).astype(np.uint8))
         processed.CopyInformation(image)
         write_image_atomic(processed, out / f"{name}{NIFTI_SUFFIX}")
@@ -112,15 +118,6 @@ def format_postprocessing(postprocessing: Postprocessing) -> str:
             else " (no region probabilities stored with the validation masks: nnU-Net's)"
         )
     )
-    presence = info.get("lesion_in_every_case") or {}
-    if presence.get("labelled_cases") is not None:
-        counts = f"{presence['with_lesion']} of {presence['labelled_cases']} labelled cases have a lesion"
-        if presence["applied"]:
-            changed = presence["changed_cases"]
-            numbers = ", ".join(f"{name} {a:.4f} -> {b:.4f}" for name, (a, b) in changed.items()) or "none"
-            lines.append(f"  a lesion in every case ({counts}); validation cases it changed, lesion Dice: {numbers}")
-        else:
-            lines.append(f"  no lesion added where none is predicted ({counts})")
     for step in info["mask_steps"]:
         before, after = step["mean_dice_before"], step["mean_dice_after"]
         numbers = ", ".join(f"{region} {before[region] or 0:.4f} -> {after[region] or 0:.4f}" for region in before)
