@@ -112,6 +112,19 @@ def bootstrap(metrics: dict, resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0
     return summary
 
 
+def _model_args(preset: str, *extra: str) -> list[str]:
+    return ["--dataset-id", "501", "--preset", preset, *extra]
+
+
+def predict_and_score(
+    model: list[str], data: Path, pred: Path, evaluation: Path, env: dict, log: Path
+) -> tuple[float, dict]:
+    """``predict`` the test split with ``model``'s arguments, then ``evaluate`` it: (predict's wall time, metrics)."""
+    wall = _run(["predict", *model, "-i", str(data / "test"), "-o", str(pred)], env, log)
+    _run(["evaluate", "--pred", str(pred), "--truth", str(data / "test_key"), "--out", str(evaluation)], env, log)
+    return wall, json.loads((evaluation / "metrics.json").read_text())
+
+
 def paired_postprocessing_run(
     out: Path, label: str, folder: Path, change: str, data: Path, preset: str, env: dict, log: Path, result: dict
 ) -> None:
@@ -124,18 +137,9 @@ def paired_postprocessing_run(
     original = post_file.read_text()
     try:
         post_file.write_text(json.dumps({**json.loads(original), key: json.loads(value)}))
-        pred = paired / "test_pred"
-        _run(
-            ["predict", "--dataset-id", "501", "--preset", preset, "-i", str(data / "test"), "-o", str(pred)], env, log
-        )
+        _, metrics = predict_and_score(_model_args(preset), data, paired / "test_pred", paired / "evaluation", env, log)
     finally:
         post_file.write_text(original)
-    _run(
-        ["evaluate", "--pred", str(pred), "--truth", str(data / "test_key"), "--out", str(paired / "evaluation")],
-        env,
-        log,
-    )
-    metrics = json.loads((paired / "evaluation" / "metrics.json").read_text())
     paired_result = {**result, "label": paired.parent.name, "test": bootstrap(metrics)}
     (paired / "result.json").write_text(json.dumps(paired_result, indent=2) + "\n")
 
@@ -178,27 +182,13 @@ def run_one(
         shutil.copytree(source / "nnunet", folder / "nnunet")
         wall = _run(["train", "--dataset-id", "501", "--preset", preset, "--validation-only"], env, log)
         seconds, epochs = trained["training_seconds"], trained["epochs"]
-    pred = folder / "test_pred"
-    predict_wall = _run(
-        ["predict", "--dataset-id", "501", "--preset", preset, "-i", str(data / "test"), "-o", str(pred)], env, log
-    )
-    _run(
-        ["evaluate", "--pred", str(pred), "--truth", str(data / "test_key"), "--out", str(folder / "evaluation")],
-        env,
-        log,
-    )
-    metrics = json.loads((folder / "evaluation" / "metrics.json").read_text())
+    model = _model_args(preset)
+    predict_wall, metrics = predict_and_score(model, data, folder / "test_pred", folder / "evaluation", env, log)
     final_metrics = None
     if revalidate is None:  # --validation-only leaves checkpoint_final as it was
         final = folder / "test_pred_final"  # is the selected checkpoint worse than the last one?
-        model = ["--dataset-id", "501", "--preset", preset, "--checkpoint", "final"]
-        _run(["predict", *model, "-i", str(data / "test"), "-o", str(final)], env, log)
-        _run(
-            ["evaluate", "--pred", str(final), "--truth", str(data / "test_key"), "--out", str(final / "evaluation")],
-            env,
-            log,
-        )
-        final_metrics = json.loads((final / "evaluation" / "metrics.json").read_text())
+        model_final = _model_args(preset, "--checkpoint", "final")
+        _, final_metrics = predict_and_score(model_final, data, final, final / "evaluation", env, log)
     validation = sorted((folder / "nnunet" / "nnUNet_results").rglob("validation/metrics.json"))
     result = {
         "setting": setting,
