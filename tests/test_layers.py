@@ -4,7 +4,7 @@ import ast
 from pathlib import Path
 
 SOURCE = Path(__file__).resolve().parents[1] / "src" / "nnunet_mtl"
-FOUNDATION = {"config", "errors", "io", "paths", "console", "precision"}
+FOUNDATION = {"config", "environment", "errors", "io", "paths", "console", "precision"}
 # what each layer may import besides the foundation; cli is the top, imported by nobody but __main__
 ALLOWED = {
     "data": set(),

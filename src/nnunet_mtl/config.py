@@ -91,6 +91,11 @@ class ScheduleConfig:
     head_initial_lr: float = 1e-2  # the classification head's own rate (a full-rate head, see LossConfig)
     oversample_foreground_percent: float = 0.33  # nnU-Net's share of patches centred on foreground
     checkpoint_every: int = 1  # epochs between checkpoint_latest saves (a crash loses at most this many)
+    # data-augmentation worker processes when training on a CPU. None: nnU-Net's own count
+    # (get_allowed_n_proc_DA). 0: batches are made in the training process, between steps: the network's
+    # threads use every core, so workers only take cores from it (README, "Data loading on a CPU"). An
+    # nnUNet_n_proc_DA set in the environment wins. On CUDA nnU-Net's count always.
+    cpu_data_loader_processes: int | None = None
     # "nnunet": nnU-Net's full pipeline; "mirror": random flips only; "intensity": flips and nnU-Net's
     # intensity transforms, without rotation and scaling (for short schedules, see training/augmentation.py)
     augmentation: Augmentation = "nnunet"
@@ -101,6 +106,12 @@ class ScheduleConfig:
     # "auto": nnU-Net's fp16 autocast on CUDA; on a CPU bf16 autocast where it has bf16 units (AVX-512 BF16,
     # AMX), else fp32 (precision.py)
     precision: Precision = "auto"
+
+    def __post_init__(self) -> None:
+        if self.cpu_data_loader_processes is not None and self.cpu_data_loader_processes < 0:
+            raise ValueError(
+                f"ScheduleConfig.cpu_data_loader_processes must be None or >= 0, got {self.cpu_data_loader_processes}"
+            )
 
 
 @dataclass(frozen=True)
@@ -280,6 +291,7 @@ TINY = MultitaskConfig(
         oversample_foreground_percent=1.0,
         augmentation="mirror",
         time_budget_minutes=7.5,
+        cpu_data_loader_processes=0,
     ),
     loss=replace(LossConfig(), phase1_epochs=4),
     # within a time budget training always uses all of it: no early stopping on a noisy 12-case metric

@@ -1,4 +1,5 @@
 import json
+import os
 import shutil
 import time
 from dataclasses import replace
@@ -11,7 +12,7 @@ import torch
 from batchgenerators.utilities.file_and_folder_operations import load_json
 
 from nnunet_mtl.cli import main
-from nnunet_mtl.config import POSTPROCESSING
+from nnunet_mtl.config import POSTPROCESSING, TINY
 from nnunet_mtl.data.layout import scan_assignment_data
 from nnunet_mtl.inference.choice import read_inference_choice
 from nnunet_mtl.postprocessing.components import STEPS, apply_steps
@@ -447,6 +448,36 @@ def test_most_training_patches_contain_the_lesion(trainer_with_batch):
     assert trainer.oversample_foreground_percent == 1.0
     patches = [patch for _ in range(20) for patch in next(trainer.dataloader_train)["target"][0]]
     assert sum(int(patch[1].sum() > 0) for patch in patches) / len(patches) >= 0.9
+
+
+def test_cpu_training_makes_its_batches_in_process_unless_nnunets_variable_says_otherwise(
+    planned_dataset, nnunet_root, monkeypatch
+):
+    """The tiny preset's ``cpu_data_loader_processes`` = 0 gives nnU-Net's single-threaded loaders on a CPU
+    (workers only take cores from the network there); an ``nnUNet_n_proc_DA`` set by the user wins, and the
+    variable is left as it was."""
+    from batchgenerators.dataloading.nondet_multi_threaded_augmenter import NonDetMultiThreadedAugmenter
+    from batchgenerators.dataloading.single_threaded_augmenter import SingleThreadedAugmenter
+
+    from nnunet_mtl.training.trainer import DATA_LOADER_PROCESSES_VARIABLE
+
+    assert TINY.schedule.cpu_data_loader_processes == 0 == SMOKE.schedule.cpu_data_loader_processes
+    monkeypatch.delenv(DATA_LOADER_PROCESSES_VARIABLE, raising=False)
+    trainer = make_trainer(nnunet_root, planned_dataset, nnUNetTrainerMultitaskScratch)
+    trainer.initialize()
+    loaders = trainer.get_dataloaders()
+    assert all(isinstance(loader, SingleThreadedAugmenter) for loader in loaders)
+    assert DATA_LOADER_PROCESSES_VARIABLE not in os.environ
+    assert next(loaders[0])["data"].shape[0] == trainer.batch_size
+
+    monkeypatch.setenv(DATA_LOADER_PROCESSES_VARIABLE, "1")
+    train, val = trainer.get_dataloaders()
+    try:
+        assert isinstance(train, NonDetMultiThreadedAugmenter) and train.num_processes == 1
+        assert os.environ[DATA_LOADER_PROCESSES_VARIABLE] == "1"
+    finally:
+        train._finish()
+        val._finish()
 
 
 def test_cpu_training_step_in_bf16_where_chosen(trainer_with_batch):

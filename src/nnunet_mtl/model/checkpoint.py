@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from nnunet_mtl.environment import environment_variable
 from nnunet_mtl.errors import InputError
 from nnunet_mtl.io import atomic_path
 from nnunet_mtl.model.multitask import SEGMENTATION_PREFIX
@@ -217,12 +218,5 @@ def weights_only_loads() -> Iterator[None]:
     torch's ``TORCH_FORCE_WEIGHTS_ONLY_LOAD`` overrides the argument. It sets a process-wide variable: use it
     in a process of its own (as ``benchmark`` does), not around code other threads run at the same time.
     """
-    previous = os.environ.get(FORCE_WEIGHTS_ONLY)
-    os.environ[FORCE_WEIGHTS_ONLY] = "1"
-    try:
+    with environment_variable(FORCE_WEIGHTS_ONLY, "1"):
         yield
-    finally:
-        if previous is None:
-            os.environ.pop(FORCE_WEIGHTS_ONLY, None)
-        else:
-            os.environ[FORCE_WEIGHTS_ONLY] = previous

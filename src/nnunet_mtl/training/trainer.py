@@ -24,6 +24,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from nnunet_mtl.config import DEFAULT, TINY, MultitaskConfig
 from nnunet_mtl.data.prepare import SUBTYPES_FILE
+from nnunet_mtl.environment import environment_variable
 from nnunet_mtl.inference.choice import UNDETERMINED, InferenceChoice, remove_inference_choice, write_inference_choice
 from nnunet_mtl.inference.engine import InferenceEngine, free_cached_memory
 from nnunet_mtl.io import remove_stale_temp_files, write_text_atomic
@@ -64,6 +65,8 @@ from nnunet_mtl.training.validation import (
     validate_cases,
     write_validation_outputs,
 )
+
+DATA_LOADER_PROCESSES_VARIABLE = "nnUNet_n_proc_DA"
 
 
 class nnUNetTrainerMultitask(nnUNetTrainer):
@@ -157,6 +160,15 @@ class nnUNetTrainerMultitask(nnUNetTrainer):
         augmentation = self.mtl_config.schedule.augmentation
         initial = initial_patch_size(augmentation, initial, self.configuration_manager.patch_size)
         return rotation, dummy_2d, initial, mirror_axes
+
+    def get_dataloaders(self):
+        """nnU-Net's loaders, with ``cpu_data_loader_processes`` workers on a CPU (an ``nnUNet_n_proc_DA`` set
+        in the environment wins)."""
+        processes = self.mtl_config.schedule.cpu_data_loader_processes
+        if self.device.type != "cpu" or processes is None or DATA_LOADER_PROCESSES_VARIABLE in os.environ:
+            return super().get_dataloaders()
+        with environment_variable(DATA_LOADER_PROCESSES_VARIABLE, str(processes)):
+            return super().get_dataloaders()
 
     def get_training_transforms(self, *args, **kwargs):
         """nnU-Net's arguments; the pipeline of the configured augmentation."""
