@@ -15,7 +15,6 @@ step over the rounds and the ratio.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -25,20 +24,17 @@ from pathlib import Path
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from train_step import make_dataset, write_outputs
+
 
 def make_trainer(root: Path, shape: tuple[int, ...]):
-    os.environ.update({name: str(root / name) for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")})
     from batchgenerators.utilities.file_and_folder_operations import load_json
     from nnunetv2.paths import nnUNet_preprocessed
 
-    from nnunet_mtl.data.phantom import PhantomSpec, generate_phantom
-    from nnunet_mtl.data.prepare import prepare_dataset
-    from nnunet_mtl.training.planning import ensure_planned
     from nnunet_mtl.training.trainer import nnUNetTrainerMultitaskTiny
 
-    generate_phantom(root / "phantom", PhantomSpec(train=(4, 4, 4), validation=(1, 1, 1), test=0, shape=shape))
-    prepare_dataset(root / "phantom", 990)
-    name, plans_identifier = ensure_planned(990, "tiny", num_processes=2, log=lambda *_: None)
+    name, plans_identifier = make_dataset(root, "tiny", shape)
     folder = Path(nnUNet_preprocessed.get()) / name
     plans = {**load_json(folder / f"{plans_identifier}.json"), "continue_training": False}
     dataset_json = load_json(folder / "dataset.json")
@@ -112,12 +108,7 @@ def main(argv=None) -> int:
         "|---|---|---|",
         *(f"| {k} | {r['median_s_per_step']:.3f} | {r['speed_to_workers']:.2f}x |" for k, r in result["sides"].items()),
     ]
-    table = "\n".join(lines)
-    args.out.mkdir(parents=True, exist_ok=True)
-    stem = f"data_loading_{'x'.join(map(str, shape))}"
-    (args.out / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
-    (args.out / f"{stem}.md").write_text(table + "\n")
-    print(table)
+    write_outputs(args.out, f"data_loading_{'x'.join(map(str, shape))}", result, "\n".join(lines))
     return 0
 
 

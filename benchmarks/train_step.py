@@ -42,13 +42,14 @@ def saved_tensor_bytes(step) -> int:
     return sum(seen.values())
 
 
-def make_dataset(root: Path, plans: str) -> tuple[str, str]:
+def make_dataset(root: Path, plans: str, shape: tuple[int, ...] = (32, 48, 48)) -> tuple[str, str]:
+    """A 15-case phantom of median ``shape`` under ``root``, planned for ``plans``: (dataset name, plans id)."""
     os.environ.update({name: str(root / name) for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")})
     from nnunet_mtl.data.phantom import PhantomSpec, generate_phantom
     from nnunet_mtl.data.prepare import prepare_dataset
     from nnunet_mtl.training.planning import ensure_planned
 
-    generate_phantom(root / "phantom", PhantomSpec(train=(4, 4, 4), validation=(1, 1, 1), test=0))
+    generate_phantom(root / "phantom", PhantomSpec(train=(4, 4, 4), validation=(1, 1, 1), test=0, shape=shape))
     prepare_dataset(root / "phantom", 990)
     return ensure_planned(990, "tiny" if plans == "tiny" else "default", num_processes=2, log=lambda *_: None)
 
@@ -179,12 +180,16 @@ def main(argv=None) -> int:
             f"| {k} | {r['median_s_per_step']:.3f} | {r['ratio_to_plain']:.3f} | "
             f"{r['saved_activation_mib']:.1f} |" + (f" {r['cuda_peak_mib']:.0f} |" if cuda_peak else "")
         )
-    table = "\n".join(lines)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"train_step_{args.plans}_{device.type}.json").write_text(json.dumps(result, indent=2) + "\n")
-    (args.out / f"train_step_{args.plans}_{device.type}.md").write_text(table + "\n")
-    print(table)
+    write_outputs(args.out, f"train_step_{args.plans}_{device.type}", result, "\n".join(lines))
     return 0
+
+
+def write_outputs(out: Path, stem: str, result, table: str) -> None:
+    """``OUT/STEM.json`` (the numbers) and ``OUT/STEM.md`` (the table), and the table on stdout."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
+    (out / f"{stem}.md").write_text(table + "\n")
+    print(table)
 
 
 if __name__ == "__main__":

@@ -93,7 +93,8 @@ class ScheduleConfig:
     checkpoint_every: int = 1  # epochs between checkpoint_latest saves (a crash loses at most this many)
     # data-augmentation worker processes when training on a CPU. None: nnU-Net's own count
     # (get_allowed_n_proc_DA). 0: batches are made in the training process, between steps: the network's
-    # threads use every core, so workers only take cores from it (README, "Data loading on a CPU"). An
+    # threads use every core, so workers only take cores from it (README, "Batches made in the training process
+    # on a CPU"). An
     # nnUNet_n_proc_DA set in the environment wins. On CUDA nnU-Net's count always.
     cpu_data_loader_processes: int | None = None
     # "nnunet": nnU-Net's full pipeline; "mirror": random flips only; "intensity": flips and nnU-Net's
