@@ -94,8 +94,7 @@ class ScheduleConfig:
     # data-augmentation worker processes when training on a CPU. None: nnU-Net's own count
     # (get_allowed_n_proc_DA). 0: batches are made in the training process, between steps: the network's
     # threads use every core, so workers only take cores from it (README, "Batches made in the training process
-    # on a CPU"). An
-    # nnUNet_n_proc_DA set in the environment wins. On CUDA nnU-Net's count always.
+    # on a CPU"). An nnUNet_n_proc_DA set in the environment wins. On CUDA nnU-Net's count always.
     cpu_data_loader_processes: int | None = None
     # "nnunet": nnU-Net's full pipeline; "mirror": random flips only; "intensity": flips and nnU-Net's
     # intensity transforms, without rotation and scaling (for short schedules, see training/augmentation.py)
