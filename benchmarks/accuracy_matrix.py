@@ -125,12 +125,17 @@ def predict_and_score(
     return wall, json.loads((evaluation / "metrics.json").read_text())
 
 
+def paired_folder(out: Path, label: str, change: str, folder: Path) -> Path:
+    """Where ``folder``'s prediction with the postprocessing ``change`` goes: label ``LABEL-KEY=VALUE``."""
+    return out / f"{label}-{change}" / folder.name
+
+
 def paired_postprocessing_run(
     out: Path, label: str, folder: Path, change: str, data: Path, preset: str, env: dict, log: Path, result: dict
 ) -> None:
     """``folder``'s model predicts the test split with one postprocessing entry changed (restored afterwards),
     scored as label ``LABEL-KEY=VALUE``."""
-    paired = out / f"{label}-{change}" / folder.name
+    paired = paired_folder(out, label, change, folder)
     paired.mkdir(parents=True, exist_ok=True)
     key, _, value = change.partition("=")
     (post_file,) = (folder / "nnunet" / "nnUNet_results").rglob("nnunet_mtl_postprocessing.json")
@@ -165,8 +170,10 @@ def run_one(
     log = folder / "run.log"
     if result_file.is_file():  # trained and scored before: only a paired prediction not made yet
         result = json.loads(result_file.read_text())
-        paired = out / f"{label}-{paired_postprocessing}" / folder.name / "result.json"
-        if paired_postprocessing is not None and not paired.is_file():
+        if (
+            paired_postprocessing is not None
+            and not (paired_folder(out, label, paired_postprocessing, folder) / "result.json").is_file()
+        ):
             paired_postprocessing_run(out, label, folder, paired_postprocessing, data, preset, env, log, result)
         return result
     folder.mkdir(parents=True, exist_ok=True)
