@@ -12,10 +12,7 @@ splits have ``|CNR| < --low`` (default 1). Per run: the test split's mean lesion
 the share of low-contrast lesions over every split of every seed of that setting. A test split of 36 cases
 draws that share with a binomial spread, and the stratum a lesion falls in moves its Dice far more than any
 model change measured so far: the standardised Dice says how the model does on the setting rather than on
-one draw of its test split (the raw mean stays the result). Where a run drew its training cases by their running
-error (``case_sampling.json`` in its fold folder, ``ScheduleConfig.hard_case_sampling``), the share of its
-training draws that went to the low-contrast lesions, against their share of the training cases (what nnU-Net's
-uniform draw gives them).
+one draw of its test split (the raw mean stays the result).
 """
 
 from __future__ import annotations
@@ -66,22 +63,6 @@ def run_strata(run: Path, test_cnr: dict[str, float], low: float) -> dict:
     return strata
 
 
-def low_contrast_draws(run: Path, train_cnr: dict[str, float], low: float) -> dict | None:
-    """The low-contrast training lesions' share of the run's training draws and of its training cases, or None
-    where the run drew uniformly (no case_sampling.json)."""
-    found = sorted(run.rglob("case_sampling.json"))
-    if not found:
-        return None
-    cases = json.loads(found[0].read_text())
-    is_low = {name: abs(train_cnr[name]) < low for name in cases}
-    draws = sum(c["draws"] for c in cases.values())
-    return {
-        "draw_share": sum(c["draws"] for name, c in cases.items() if is_low[name]) / draws,
-        "case_share": sum(is_low.values()) / len(cases),
-        "draws": draws,
-    }
-
-
 def _setting(run_name: str) -> str:
     return run_name.rsplit("-s", 1)[0]
 
@@ -121,13 +102,11 @@ def main(argv=None) -> int:
     print("\nlow-contrast share, every split and seed: " + ", ".join(f"{k} {v:.2f}" for k, v in shares.items()))
     print(
         "\n| label | run | lesion Dice | low contrast: cases, Dice, missed | high contrast: cases, Dice, missed "
-        "| standardised | low-contrast share of training draws (of cases) |\n|---|---|---|---|---|---|---|"
+        "| standardised |\n|---|---|---|---|---|---|"
     )
     for label in args.labels:
         for run in sorted(p for p in (args.out / label).iterdir() if (p / "evaluation").is_dir()):
-            cnrs = results["phantoms"][run.name]["cnr"]
-            strata = run_strata(run, cnrs["test"], args.low)
-            strata["training_draws"] = low_contrast_draws(run, cnrs["train"], args.low)
+            strata = run_strata(run, results["phantoms"][run.name]["cnr"]["test"], args.low)
             strata["standardised"] = standardised(strata, shares[_setting(run.name)])
             results["runs"][f"{label}/{run.name}"] = strata
             cells = [
@@ -135,11 +114,7 @@ def main(argv=None) -> int:
                 for s in (strata["low"], strata["high"])
             ]
             standard = "-" if strata["standardised"] is None else f"{strata['standardised']:.3f}"
-            draws = strata["training_draws"]
-            drawn = "-"
-            if draws is not None:
-                drawn = f"{draws['draw_share']:.2f} of {draws['draws']} ({draws['case_share']:.2f})"
-            print(f"| {label} | {run.name} | {strata['all']:.3f} | {cells[0]} | {cells[1]} | {standard} | {drawn} |")
+            print(f"| {label} | {run.name} | {strata['all']:.3f} | {cells[0]} | {cells[1]} | {standard} |")
     if args.json is not None:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
     return 0

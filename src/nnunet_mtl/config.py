@@ -96,11 +96,6 @@ class ScheduleConfig:
     # threads use every core, so workers only take cores from it (README, "Batches made in the training process
     # on a CPU"). An nnUNet_n_proc_DA set in the environment wins. On CUDA nnU-Net's count always.
     cpu_data_loader_processes: int | None = None
-    # share of the training draws given to the cases in proportion to their running segmentation error, the
-    # rest uniform (training/case_sampling.py); 0: nnU-Net's uniform draw. Needs the batches made in the
-    # training process (cpu_data_loader_processes 0), where the loader's probabilities can change between steps.
-    hard_case_sampling: float = 0.0
-    hard_case_memory: float = 0.5  # the running error's weight on its previous value, at each draw of the case
     # "nnunet": nnU-Net's full pipeline; "mirror": random flips only; "intensity": flips and nnU-Net's
     # intensity transforms, without rotation and scaling (for short schedules, see training/augmentation.py)
     augmentation: Augmentation = "nnunet"
@@ -117,10 +112,6 @@ class ScheduleConfig:
             raise ValueError(
                 f"ScheduleConfig.cpu_data_loader_processes must be None or >= 0, got {self.cpu_data_loader_processes}"
             )
-        if not 0 <= self.hard_case_sampling < 1:
-            raise ValueError(f"ScheduleConfig.hard_case_sampling must be in [0, 1), got {self.hard_case_sampling}")
-        if not 0 <= self.hard_case_memory < 1:
-            raise ValueError(f"ScheduleConfig.hard_case_memory must be in [0, 1), got {self.hard_case_memory}")
 
 
 @dataclass(frozen=True)
@@ -301,7 +292,6 @@ TINY = MultitaskConfig(
         augmentation="mirror",
         time_budget_minutes=7.5,
         cpu_data_loader_processes=0,
-        hard_case_sampling=0.5,
     ),
     loss=replace(LossConfig(), phase1_epochs=4),
     # within a time budget training always uses all of it: no early stopping on a noisy 12-case metric

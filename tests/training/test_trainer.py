@@ -450,39 +450,6 @@ def test_most_training_patches_contain_the_lesion(trainer_with_batch):
     assert sum(int(patch[1].sum() > 0) for patch in patches) / len(patches) >= 0.9
 
 
-def test_hard_case_sampling_draws_the_cases_the_network_gets_wrong_more_often(trainer_with_batch):
-    """A training step folds its batch's errors into the running errors and hands nnU-Net's loader the new
-    probabilities; the loader's draws then follow them (share 0.5: a case holding all the error gets half the
-    draws plus its uniform share)."""
-    trainer, batch = trainer_with_batch
-    sampling = trainer.case_sampling
-    loader = trainer.training_data_loader()
-    assert sampling is not None and sampling.share == TINY.schedule.hard_case_sampling == 0.5
-    assert sampling.keys == list(loader.indices)
-    trainer.train_step(batch)
-    touched = [sampling.keys.index(k) for k in batch["keys"]]
-    assert all(sampling.draws[i] >= 1 and sampling.errors[i] < 1 for i in touched)
-    np.testing.assert_allclose(loader.sampling_probabilities, sampling.probabilities())
-
-    sampling.errors[:] = 0
-    sampling.errors[0] = 1
-    loader.sampling_probabilities = sampling.probabilities()
-    expected = 0.5 / len(sampling.keys) + 0.5
-    keys = [k for _ in range(100) for k in next(trainer.dataloader_train)["keys"]]
-    share = keys.count(sampling.keys[0]) / len(keys)
-    assert abs(share - expected) < 4 * np.sqrt(expected * (1 - expected) / len(keys))
-
-
-def test_hard_case_sampling_is_off_where_workers_make_the_batches(planned_dataset, nnunet_root, monkeypatch):
-    monkeypatch.setenv("nnUNet_n_proc_DA", "1")
-    trainer = make_trainer(nnunet_root, planned_dataset, nnUNetTrainerMultitaskScratch)
-    trainer.on_train_start()
-    try:
-        assert trainer.case_sampling is None and trainer.training_data_loader() is None
-    finally:
-        trainer.on_train_end()
-
-
 def test_cpu_training_makes_its_batches_in_process_unless_nnunets_variable_says_otherwise(
     planned_dataset, nnunet_root, monkeypatch
 ):

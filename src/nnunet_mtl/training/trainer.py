@@ -27,7 +27,7 @@ from nnunet_mtl.data.prepare import SUBTYPES_FILE
 from nnunet_mtl.environment import environment_variable
 from nnunet_mtl.inference.choice import UNDETERMINED, InferenceChoice, remove_inference_choice, write_inference_choice
 from nnunet_mtl.inference.engine import InferenceEngine, free_cached_memory
-from nnunet_mtl.io import remove_stale_temp_files, write_json_atomic, write_text_atomic
+from nnunet_mtl.io import remove_stale_temp_files, write_text_atomic
 from nnunet_mtl.model.checkpoint import (
     CHECKPOINT_FILES,
     MultitaskState,
@@ -39,7 +39,6 @@ from nnunet_mtl.model.checkpoint import (
 from nnunet_mtl.model.multitask import MultitaskUNet, build_multitask_network, reference_structure_maps
 from nnunet_mtl.precision import resolve_precision
 from nnunet_mtl.training.augmentation import initial_patch_size, training_transforms
-from nnunet_mtl.training.case_sampling import CaseSampling, region_errors
 from nnunet_mtl.training.distributed import (
     barrier,
     broadcast_from_rank0,
@@ -68,7 +67,6 @@ from nnunet_mtl.training.validation import (
 )
 
 DATA_LOADER_PROCESSES_VARIABLE = "nnUNet_n_proc_DA"
-CASE_SAMPLING_FILE = "case_sampling.json"  # per training case: running error, probability, draws
 
 
 class nnUNetTrainerMultitask(nnUNetTrainer):
@@ -102,7 +100,6 @@ class nnUNetTrainerMultitask(nnUNetTrainer):
         self._validation_keys: list[str] | None = None
         self._resumed_at_epoch = 0
         self._loaded_checkpoint: Path | None = None  # the checkpoint file last loaded
-        self.case_sampling: CaseSampling | None = None
 
     # ------------------------------------------------------------------ network
 
@@ -173,32 +170,6 @@ class nnUNetTrainerMultitask(nnUNetTrainer):
         with environment_variable(DATA_LOADER_PROCESSES_VARIABLE, str(processes)):
             return super().get_dataloaders()
 
-    def training_data_loader(self):
-        """nnU-Net's training loader where the batches are made in this process (its probabilities can change
-        between steps), else None."""
-        return getattr(self.dataloader_train, "data_loader", None)
-
-    def start_case_sampling(self) -> None:
-        share = self.mtl_config.schedule.hard_case_sampling
-        if share == 0:
-            return
-        loader = self.training_data_loader()
-        if loader is None:
-            self.print_to_log_file(
-                "hard-case sampling is off: it needs the batches made in the training process (nnUNet_n_proc_DA=0)"
-            )
-            return
-        self.case_sampling = CaseSampling(loader.indices, share, self.mtl_config.schedule.hard_case_memory)
-        self.print_to_log_file(f"hard-case sampling: {share:g} of the draws by each case's running error")
-
-    def update_case_sampling(self, keys, output, target) -> None:
-        if self.case_sampling is None:
-            return
-        if self.enable_deep_supervision:
-            output, target = output[0], target[0]
-        self.case_sampling.update(keys, region_errors(output, target, self.label_manager.has_regions))
-        self.training_data_loader().sampling_probabilities = self.case_sampling.probabilities()
-
     def get_training_transforms(self, *args, **kwargs):
         """nnU-Net's arguments; the pipeline of the configured augmentation."""
         return training_transforms(self.mtl_config.schedule.augmentation, *args, **kwargs)
@@ -247,7 +218,6 @@ class nnUNetTrainerMultitask(nnUNetTrainer):
     def on_train_start(self):
         self.check_split_subtypes()
         super().on_train_start()
-        self.start_case_sampling()
         if self.class_weights is None:  # restored by load_checkpoint when continuing
             self.class_weights = self.compute_class_weights()
         self.multitask_network.head.set_readout(None)  # fitted again for this run's weights at its end
@@ -311,7 +281,6 @@ class nnUNetTrainerMultitask(nnUNetTrainer):
             self.mtl_config.loss.grad_clip_norm,
             divisor,
         )
-        self.update_case_sampling(batch["keys"], step["output"].segmentation, step["target"])
         return {
             "loss": step["total"].detach().float().cpu().numpy(),
             "seg_loss": step["seg_loss"].detach().float().cpu().numpy(),
@@ -500,8 +469,6 @@ class nnUNetTrainerMultitask(nnUNetTrainer):
         return {k: v for k, v in self.multitask_network.state_dict().items() if ".readout_" in k}
 
     def on_train_end(self):
-        if self.case_sampling is not None and self.local_rank == 0:
-            write_json_atomic(Path(self.output_folder) / CASE_SAMPLING_FILE, self.case_sampling.summary())
         self.fit_subtype_readout()  # before nnU-Net's on_train_end saves checkpoint_final
         super().on_train_end()
         barrier()  # rank 0's checkpoint_final (and best) are written before any rank loads one for validation
